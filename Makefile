@@ -1,0 +1,30 @@
+# hsv_exp: every target sets itself up (creates .venv and installs pinned deps on first use).
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+GLUE_DIR ?= $(abspath ../shared/glue)
+export GLUE_DIR
+
+.PHONY: help install run test test-fast bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the package with pinned dependencies (idempotent)
+
+run: $(STAMP)  ## a real RTE run with the offline default model (MiniLM), adapters in the variability-selected window
+	$(PY) -m hsv_exp task=rte tuning=full select=variability $(ARGS)
+
+test: $(STAMP)  ## the whole offline test suite (what CI runs)
+	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PY) -m pytest -q $(ARGS)
+
+test-fast: $(STAMP)  ## tests without the slow end-to-end and SLURM ones
+	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PY) -m pytest -q -m "not slow and not slurm" $(ARGS)
+
+clean:  ## remove run outputs (keeps .venv)
+	rm -rf outputs multirun .pytest_cache

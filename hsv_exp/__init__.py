@@ -1,0 +1,1 @@
+"""hsv_exp: hidden-state variability guided layer selection for transfer learning."""

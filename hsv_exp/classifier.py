@@ -1,0 +1,61 @@
+"""The model that trains: a truncated encoder, a pooled head on its last kept layer.
+
+Parameter names: `backbone.*` (the encoder), `head.*` (the classifier). Tuning methods inject
+parameters with their own name prefix (`adapter_`, `lora_`, `prefix_`), so what trains can be
+checked by name.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hsv_exp.backbone import find_layers, forward_kwargs
+from hsv_exp.pooling import pool, token_mask
+from hsv_exp.selection import Selection
+from hsv_exp.truncation import freeze_all, frozen_modules, truncate
+
+
+class LayerClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, selection: Selection, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
+        super().__init__()
+        self.backbone = truncate(backbone, selection.head_layer)
+        self.selection = selection
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.config.hidden_size, num_labels)
+        self._accepts = forward_kwargs(self.backbone)
+        freeze_all(self.backbone)
+        self._frozen = frozen_modules(self.backbone, selection.tuned_layers, selection.tune_embeddings)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The kept transformer layers; layer number l is `layers[l - 1]`."""
+        return find_layers(self.backbone)[2]
+
+    def window_layers(self) -> list[nn.Module]:
+        return [self.layers[index - 1] for index in self.selection.tuned_layers]
+
+    def train(self, mode: bool = True) -> "LayerClassifier":
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, special_tokens_mask: torch.Tensor | None = None,
+               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, seq) ids -> (batch, d) pooled state of the head layer."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and "token_type_ids" in self._accepts:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.backbone(**kwargs).last_hidden_state
+        return pool(hidden, token_mask(attention_mask, special_tokens_mask), self.pooling)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, special_tokens_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """-> logits (batch, num_labels); regression: (batch, 1)."""
+        pooled = self.encode(input_ids, attention_mask, special_tokens_mask, token_type_ids)
+        return self.head(self.dropout(pooled))
+
+    def trainable_parameter_names(self) -> list[str]:
+        return [name for name, parameter in self.named_parameters() if parameter.requires_grad]

