@@ -7,6 +7,7 @@ only make sense together are checked in `__post_init__`, which runs in `to_objec
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -66,8 +67,10 @@ class TaskConfig:
     def __post_init__(self) -> None:
         if not 1 <= len(self.text_fields) <= 2:
             raise ConfigError(f"task.text_fields must name 1 or 2 columns, got {self.text_fields}")
-        if self.is_regression == bool(self.label_names):
-            raise ConfigError("task.label_names must be empty exactly when task.is_regression")
+        if self.is_regression and self.label_names:
+            raise ConfigError("task.label_names must be empty for a regression task")
+        if not self.is_regression and not self.label_names and self.name != "custom":
+            raise ConfigError(f"task {self.name} needs task.label_names")
         if self.main_metric not in self.metrics:
             raise ConfigError(f"task.main_metric={self.main_metric} is not in task.metrics={self.metrics}")
         if self.regression_bin_width <= 0:
@@ -163,6 +166,7 @@ class TrainConfig:
     cache_frozen: str = "off"  # auto | memory | disk | off: reuse the frozen prefix's output across epochs
     cache_memory_budget_mb: int = 2048
     num_threads: Optional[int] = None  # torch CPU threads; None = torch default
+    log_every_steps: int = 0  # >0: log and print the step loss every N optimizer steps
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -198,7 +202,6 @@ class Config:
     stage: str = "all"  # scan | train | all
     seed: int = 0
     dry_run: bool = False  # print the resolved config and exit (multirun: one per job)
-    optimized_metric: str = "dev/${task.main_metric}"
     tags: list[str] = field(default_factory=list)
     study: Optional[str] = None  # sweep/study name; used as the W&B group
     resume: bool = True  # re-running into a run dir with a checkpoint continues from it
@@ -208,8 +211,18 @@ class Config:
             raise ConfigError(f"stage must be scan|train|all, got {self.stage}")
 
 
+def run_dirname(override_dirname: str) -> str:
+    """A run dir name from Hydra's override_dirname: '/' made safe, empty -> 'default', long -> hashed."""
+    name = override_dirname.replace("/", "_") or "default"
+    if len(name) > 180:
+        name = name[:160] + "-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    return name
+
+
 def register_configs() -> None:
     ConfigStore.instance().store(name="base_config", node=Config)
+    if not OmegaConf.has_resolver("hsv.dirname"):
+        OmegaConf.register_new_resolver("hsv.dirname", run_dirname)
 
 
 def to_objects(cfg: DictConfig) -> Config:

@@ -1,0 +1,3 @@
+from hsv_exp.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""Analytic compute accounting: FLOPs per token of training and inference, against full fine-tuning.
+
+One transformer layer, per token, forward (multiply-add = 2 FLOPs), hidden d, FFN width f,
+mean sequence length n:
+    F = 2 * (4 d^2 + 2 d f)  [Q, K, V, O and the two FFN matrices]  +  4 n d  [QK^T and AV]
+Training counts forward = F and backward = 2F for a layer whose weights train (gradients w.r.t.
+inputs and weights), backward = F for a layer that only passes gradients down (PET methods:
+frozen weights, small injected modules), and nothing for frozen layers below the window, which
+need no gradient at all. Full fine-tuning of all L layers costs 3 L F. Injected modules
+(adapters, LoRA) add 2 FLOPs per parameter per token forward and twice that backward.
+Embedding lookups, LayerNorms, softmax and the head are ignored (a few % at most).
+"""
+
+from __future__ import annotations
+
+from hsv_exp.selection import Selection
+
+
+def layer_flops_per_token(hidden: int, intermediate: int, seq_len: float) -> float:
+    return 2.0 * (4 * hidden**2 + 2 * hidden * intermediate) + 4.0 * seq_len * hidden
+
+
+def accounting(selection: Selection, hidden: int, intermediate: int, seq_len: float, full_layer_weights_train: bool,
+               injected_params: int = 0) -> dict[str, float]:
+    """FLOPs of this run's training and inference per token, and their fraction of full FT."""
+    layer = layer_flops_per_token(hidden, intermediate, seq_len)
+    num_tuned = len(selection.tuned_layers)
+    forward = selection.head_layer * layer + 2.0 * injected_params
+    backward = num_tuned * layer * (2.0 if full_layer_weights_train else 1.0) + 4.0 * injected_params
+    # With the frozen-prefix cache, epochs after the first skip the layers below the window.
+    forward_cached = num_tuned * layer + 2.0 * injected_params
+    full_train = 3.0 * selection.num_layers * layer
+    train = forward + backward
+    train_cached = forward_cached + backward
+    return {
+        "layers_kept": selection.head_layer,
+        "layers_tuned": num_tuned,
+        "train_flops_per_token": train,
+        "train_flops_per_token_cached": train_cached,
+        "full_ft_train_flops_per_token": full_train,
+        "train_flops_fraction": train / full_train,
+        "train_flops_saving_pct": 100.0 * (1 - train / full_train),
+        "train_flops_fraction_cached": train_cached / full_train,
+        "inference_flops_fraction": forward / (selection.num_layers * layer),
+        "inference_flops_saving_pct": 100.0 * (1 - forward / (selection.num_layers * layer)),
+        "mean_seq_len": seq_len,
+    }

@@ -1,0 +1,35 @@
+"""GLUE metrics with scikit-learn / SciPy (the hub's `evaluate` metric scripts need a network)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+
+def _accuracy(predictions, labels):
+    return accuracy_score(labels, predictions)
+
+
+def _f1(predictions, labels):
+    return f1_score(labels, predictions)  # binary F1 of the positive class (id 1), as GLUE reports
+
+
+def _mcc(predictions, labels):
+    return matthews_corrcoef(labels, predictions)
+
+
+def _pearson(predictions, labels):
+    return float(pearsonr(predictions, labels)[0]) if np.std(predictions) > 0 else 0.0
+
+
+def _spearmanr(predictions, labels):
+    return float(spearmanr(predictions, labels)[0]) if np.std(predictions) > 0 else 0.0
+
+
+METRICS = {"accuracy": _accuracy, "f1": _f1, "mcc": _mcc, "pearson": _pearson, "spearmanr": _spearmanr}
+
+
+def compute(names: list[str], predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """predictions: class ids, or scores for regression; -> {name: value}."""
+    return {name: float(METRICS[name](predictions, labels)) for name in names}

@@ -1,0 +1,90 @@
+"""Figures for hsv_exp.results: each function takes aggregated data and returns a matplotlib Figure.
+
+Figures are drawn on the Agg canvas directly (no pyplot), so no display or global backend state is
+involved; hsv_exp.results saves them.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from hsv_exp.results import Condition, Curve, head_layer_of, mean_curves, mean_scores, setting_label
+
+DEFAULT_SETTING = (None, None)  # whole train split, natural class frequencies
+
+
+def _grid(n_panels: int, width: float = 4.2, height: float = 3.4) -> tuple[Figure, list]:
+    cols = min(3, n_panels)
+    rows = math.ceil(n_panels / cols)
+    figure = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for unused in axes[n_panels:]:
+        unused.set_visible(False)
+    return figure, axes[:n_panels]
+
+
+def _plot_curve(ax, layers: tuple[int, ...], scores: list[float], label: str) -> None:
+    (line,) = ax.plot(layers, scores, marker="o", markersize=3, label=label)
+    head = head_layer_of(layers, scores)
+    ax.plot([head], [scores[layers.index(head)]], marker="*", markersize=14, color=line.get_color(),
+            markeredgecolor="black", linestyle="none")
+    ax.annotate(f"ℓ*={head}", (head, scores[layers.index(head)]), textcoords="offset points", xytext=(0, -14),
+                ha="center", fontsize=8, color=line.get_color())
+
+
+def variability_figure(curves: list[Curve]) -> Figure:
+    """nu per layer, one panel per task, one line per (model, metric, pooling); star = l*.
+
+    Uses the default scan setting (whole train split, natural classes) where it exists; a group
+    scanned only under other settings shows each of them.
+    """
+    grouped = mean_curves(curves)
+    tasks = sorted({group[0] for group in grouped})
+    figure, axes = _grid(len(tasks))
+    for task, ax in zip(tasks, axes):
+        for (group_task, model, metric, pooling, layers), settings in sorted(grouped.items()):
+            if group_task != task:
+                continue
+            chosen = [DEFAULT_SETTING] if DEFAULT_SETTING in settings else sorted(settings, key=str)
+            for setting in chosen:
+                suffix = "" if setting == DEFAULT_SETTING else f"; {setting_label(setting)}"
+                _plot_curve(ax, layers, mean_scores(settings[setting]), f"{model} ({metric}, {pooling}{suffix})")
+        ax.set(title=task, xlabel="layer", ylabel="ν (log scale)", yscale="log")
+        ax.legend(fontsize=7)
+    figure.suptitle("Hidden-state variability per layer (★ = ℓ*, argmin over layers 1..L)")
+    return figure
+
+
+def score_vs_compute_figure(conditions: list[Condition]) -> Figure:
+    """Best-epoch main dev score (x100, mean +- sample std over seeds) vs training FLOPs % of full FT."""
+    tasks = sorted({c.task for c in conditions})
+    figure, axes = _grid(len(tasks), width=5.0, height=4.0)
+    for task, ax in zip(tasks, axes):
+        for condition in (c for c in conditions if c.task == task):
+            fraction = condition.compute_mean("train_flops_fraction")
+            scores = [100 * s for s in condition.scores("best")]
+            error = statistics.stdev(scores) if len(scores) > 1 else 0.0
+            ax.errorbar([100 * fraction if fraction is not None else math.nan], [statistics.fmean(scores)],
+                        yerr=[error], marker="o", capsize=3, linestyle="none",
+                        label=f"{condition.label()} (n={len(scores)})")
+        ax.set(title=task, xlabel="training FLOPs (% of full fine-tuning)", ylabel="best-epoch dev score ×100")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    return figure
+
+
+def robustness_figure(curves: list[Curve], tasks: list[str]) -> Figure:
+    """One panel per (task, model, metric, pooling) with a line per scan setting."""
+    groups = sorted((group, settings) for group, settings in mean_curves(curves).items() if group[0] in tasks)
+    figure, axes = _grid(len(groups))
+    for ((task, model, metric, pooling, layers), settings), ax in zip(groups, axes):
+        for setting, scans in sorted(settings.items(), key=lambda item: str(item[0])):
+            _plot_curve(ax, layers, mean_scores(scans), f"{setting_label(setting)} ({len(scans)} scans)")
+        ax.set(title=f"{task} · {model} ({metric}, {pooling})", xlabel="layer", ylabel="mean ν (log scale)", yscale="log")
+        ax.legend(fontsize=7)
+    figure.suptitle("Variability scan per (max_examples, majority_fraction) setting (★ = ℓ*)")
+    return figure

@@ -1,0 +1,233 @@
+"""One run, start to end: data -> variability scan -> selection -> truncated model -> training.
+
+Writes into the run dir (all atomically): variability.json after the scan, checkpoint/last.pt
+during training, metrics.json only when the run completed. A run dir that already holds a
+complete metrics.json for the same config is not run again (a relaunched sweep skips it); one
+with a checkpoint resumes from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hsv_exp import data as data_lib
+from hsv_exp import variability
+from hsv_exp.backbone import forward_kwargs, load_backbone, load_tokenizer, num_layers
+from hsv_exp.classifier import LayerClassifier
+from hsv_exp.compute import accounting
+from hsv_exp.config import Config
+from hsv_exp.errors import DataError, HsvError
+from hsv_exp.selection import Selection, select_layers
+from hsv_exp.tracking import make_tracker
+from hsv_exp.train import TrainResult, pick_device, train
+from hsv_exp.tuning import METHODS
+
+log = logging.getLogger("hsv_exp")
+
+# Keys that do not change what a run computes (so a changed value may resume the same run).
+NON_SEMANTIC = ("logger", "dry_run", "resume", "tags", "study")
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def config_fingerprint(config: dict) -> str:
+    semantic = {key: value for key, value in config.items() if key not in NON_SEMANTIC}
+    semantic["train"] = {key: value for key, value in semantic.get("train", {}).items() if key not in ("log_every_steps", "num_threads", "device")}
+    return hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def identity(cfg: Config) -> dict:
+    """The fields every result file carries, so results can be grouped without the config."""
+    return {"task": cfg.task.name, "model": cfg.model.name, "tuning": cfg.tuning.name, "select": cfg.select.name,
+            "rule": cfg.select.rule, "k": cfg.select.k, "seed": cfg.seed, "metric": cfg.metric.name,
+            "pooling": cfg.metric.pooling, "study": cfg.study}
+
+
+def run_name(cfg: Config) -> str:
+    return f"{cfg.task.name}-{cfg.model.name}-{cfg.tuning.name}-{cfg.select.name}-k{cfg.select.k}-s{cfg.seed}"
+
+
+# ---------------------------------------------------------------- data
+def load_data(cfg: Config, tokenizer) -> tuple[data_lib.Split, dict[str, data_lib.Split]]:
+    train_split = data_lib.load_split(cfg.task, cfg.task.train_split)
+    if cfg.task.max_train_examples:
+        classes = data_lib.class_ids(train_split.labels, cfg.task)
+        train_split = train_split.subset(data_lib.stratified_subsample(classes, cfg.task.max_train_examples, cfg.seed))
+    eval_splits = {}
+    for name in cfg.task.eval_splits:
+        split = data_lib.load_split(cfg.task, name)
+        if cfg.task.max_eval_examples and len(split) > cfg.task.max_eval_examples:
+            split = split.subset(np.arange(cfg.task.max_eval_examples))  # the first N, the same for every seed
+        eval_splits[name] = split
+    return train_split, eval_splits
+
+
+# ---------------------------------------------------------------- scan
+def run_scan(cfg: Config, backbone, tokenizer, train_split: data_lib.Split, device: torch.device, run_dir: Path) -> dict:
+    path = run_dir / "variability.json"
+    settings = {"max_examples": cfg.scan.max_examples, "majority_fraction": cfg.scan.majority_fraction,
+                "scan_seed": cfg.scan.seed, "metric": cfg.metric.name, "pooling": cfg.metric.pooling}
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if all(previous.get(key) == value for key, value in settings.items()) and previous.get("model") == cfg.model.name:
+            log.info("variability scan: reusing %s", path)
+            return previous
+    classes = data_lib.class_ids(train_split.labels, cfg.task)
+    if cfg.scan.max_examples or cfg.scan.majority_fraction:
+        indices = data_lib.stratified_subsample(classes, cfg.scan.max_examples, cfg.scan.seed, cfg.scan.majority_fraction)
+        train_split, classes = train_split.subset(indices), classes[indices]
+    class_values = np.unique(classes)
+    if cfg.task.is_regression:
+        class_names = [f"{value * cfg.task.regression_bin_width:g}" for value in class_values]
+    else:
+        missing = [name for index, name in enumerate(cfg.task.label_names) if index not in class_values]
+        if missing:
+            raise DataError(f"variability scan: class(es) {missing} have no examples in the scanned train data")
+        class_names = list(cfg.task.label_names)
+    class_index = {value: index for index, value in enumerate(class_values)}
+    dense_classes = torch.tensor([class_index[value] for value in classes])
+    encoded = data_lib.encode(tokenizer, train_split, cfg.train.max_length)
+    batches = data_lib.loader(encoded, cfg.scan.batch_size, tokenizer.pad_token_id)
+    scores, info = variability.scan(
+        backbone.to(device), batches, lambda batch: dense_classes[batch["index"].cpu()], len(class_values),
+        cfg.metric.pooling, cfg.metric.name, device, forward_kwargs(backbone), progress=sys.stderr.isatty(),
+    )
+    result = {**identity(cfg), **settings, "layers": list(range(len(scores))), "scores": scores,
+              "num_examples": len(train_split), "class_counts": dict(zip(class_names, info["class_counts"])),
+              "scan_seconds": info["scan_seconds"]}
+    write_json_atomic(path, result)
+    return result
+
+
+def print_scan(scan: dict, selection: Selection | None) -> None:
+    lines = [f"{scan['metric']} per layer ({scan['pooling']} pooling, {scan['num_examples']} examples, {scan['scan_seconds']:.1f}s):"]
+    best = min(range(1, len(scan["scores"])), key=lambda layer: scan["scores"][layer])
+    for layer, score in zip(scan["layers"], scan["scores"]):
+        marks = []
+        if layer == best:
+            marks.append("argmin")
+        if selection is not None and layer == selection.head_layer:
+            marks.append("head")
+        if selection is not None and layer in selection.tuned_layers:
+            marks.append("tuned")
+        lines.append(f"  layer {layer:2d}  {score:12.5g}  {' '.join(marks)}")
+    log.info("\n".join(lines))
+
+
+# ---------------------------------------------------------------- the run
+def run(cfg: Config, config_dict: dict, run_dir: Path, job_type: str | None = None) -> dict:
+    """Execute `cfg` in `run_dir`; returns the metrics dict (also written to metrics.json)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = config_fingerprint(config_dict)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file() and cfg.resume:
+        previous = json.loads(metrics_path.read_text())
+        if previous.get("status") == "complete" and previous.get("fingerprint") == fingerprint:
+            log.info("run already complete in %s: skipping (resume=false to run again)", run_dir)
+            return previous
+        raise HsvError(f"{metrics_path} holds a run with a different config; use another hydra.run.dir or delete it")
+    (run_dir / "failed.json").unlink(missing_ok=True)
+    marker = run_dir / "run.json"  # which config this dir's checkpoint belongs to
+    if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") != fingerprint and (run_dir / "checkpoint").exists():
+        raise HsvError(f"{run_dir} holds a checkpoint of a run with a different config; use another hydra.run.dir or delete it")
+    write_json_atomic(marker, {**identity(cfg), "fingerprint": fingerprint})
+
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.train.device)
+    tracker = make_tracker(cfg.logger, run_dir, config_dict, run_name(cfg), cfg.logger.group or cfg.study,
+                           [*cfg.logger.tags, *cfg.tags, f"task:{cfg.task.name}", f"model:{cfg.model.name}",
+                            f"tuning:{cfg.tuning.name}", f"select:{cfg.select.name}"], job_type or cfg.stage)
+    try:
+        result = _run(cfg, run_dir, device, tracker, fingerprint, config_dict)
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()
+    return result
+
+
+def _run(cfg: Config, run_dir: Path, device: torch.device, tracker, fingerprint: str, config_dict: dict) -> dict:
+    tokenizer = load_tokenizer(cfg.model)
+    backbone = load_backbone(cfg.model, seed=cfg.seed)
+    total_layers = num_layers(backbone)
+    train_split, eval_splits = load_data(cfg, tokenizer)
+
+    scan = None
+    if cfg.stage == "scan" or cfg.select.name == "variability" or cfg.scan.always:
+        scan = run_scan(cfg, backbone, tokenizer, train_split, device, run_dir)
+        tracker.log_variability(scan["scores"], None, cfg.metric.name)
+    if cfg.stage == "scan":
+        print_scan(scan, None)
+        return scan
+
+    selection = select_layers(cfg.select, total_layers, scan["scores"] if scan else None)
+    if scan is not None:
+        print_scan(scan, selection)
+        tracker.summary({"head_layer": selection.head_layer})
+    log.info("selection %s: head on layer %d of %d, tuned layers %s (%s)", cfg.select.name, selection.head_layer,
+             total_layers, list(selection.tuned_layers), selection.rule)
+
+    total_params_full = sum(parameter.numel() for parameter in backbone.parameters())
+    torch.manual_seed(cfg.seed)  # the head's init depends on the seed only
+    model = LayerClassifier(backbone, selection, cfg.task.num_labels, cfg.metric.pooling, cfg.train.dropout)
+    METHODS[cfg.tuning.name](model, cfg.tuning)
+    trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+    injected = sum(parameter.numel() for name, parameter in model.named_parameters()
+                   if any(prefix in name for prefix in ("adapter_", "lora_", "prefix_")))
+
+    train_encoded = data_lib.encode(tokenizer, train_split, cfg.train.max_length)
+    eval_encoded = {name: data_lib.encode(tokenizer, split, cfg.train.max_length) for name, split in eval_splits.items()}
+    started = time.perf_counter()
+    result: TrainResult = train(model, train_encoded, eval_encoded, cfg.task, cfg.train, cfg.seed, tokenizer.pad_token_id,
+                                run_dir=run_dir, log=tracker.log, progress=sys.stderr.isatty())
+    wall = time.perf_counter() - started
+
+    mean_len = float(np.mean([len(feature["input_ids"]) for feature in train_encoded.features]))
+    config = backbone.config
+    compute = accounting(selection, config.hidden_size, getattr(config, "intermediate_size", 4 * config.hidden_size),
+                         mean_len, full_layer_weights_train=cfg.tuning.name == "full", injected_params=injected)
+    compute.update({
+        "total_params": total_params_full,
+        "params_kept": sum(parameter.numel() for parameter in model.parameters()),
+        "trainable_params": trainable,
+        "trainable_pct": 100.0 * trainable / total_params_full,
+        "train_time_s": result.train_time_s,
+        "train_wall_s": wall,
+        "epoch_times_s": result.epoch_times_s,
+        "peak_memory_mb": result.peak_memory_mb,
+        "device": str(device),
+    })
+    main_key = f"{cfg.task.eval_splits[0]}/{cfg.task.main_metric}"
+    metrics = {
+        "status": "complete", **identity(cfg), "fingerprint": fingerprint,
+        "head_layer": selection.head_layer, "tuned_layers": list(selection.tuned_layers), "num_layers": total_layers,
+        "main_metric": cfg.task.main_metric, "optimized_metric": main_key,
+        "best": result.best, "last": result.last, "history": result.history, "compute": compute,
+        "resumed_from": result.resumed_from, "num_train_examples": len(train_split),
+        "config": config_dict,
+    }
+    tracker.summary({f"best/{key}": value for key, value in result.best.items()})
+    tracker.summary({f"last/{key}": value for key, value in result.last.items()})
+    tracker.summary({f"compute/{key}": value for key, value in compute.items() if not isinstance(value, list)})
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    log.info("dev %s: best %.4f (epoch %d), last %.4f | training FLOPs %.1f%% of full fine-tuning (saving %.1f%%), "
+             "inference FLOPs saving %.1f%% | trainable %d of %d params | %.1fs, peak %.0f MB",
+             cfg.task.main_metric, result.best[main_key], result.best["epoch"], result.last[main_key],
+             100 * compute["train_flops_fraction"], compute["train_flops_saving_pct"], compute["inference_flops_saving_pct"],
+             trainable, total_params_full, result.train_time_s, result.peak_memory_mb)
+    return metrics

@@ -1,0 +1,192 @@
+"""The training loop: AdamW, linear schedule with warm-up, per-epoch dev evaluation, resumable.
+
+Deterministic on CPU for a given seed: the example order of epoch e is a permutation drawn from
+a generator seeded with (seed, e), so a resumed run replays exactly the batches it had left.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from hsv_exp import checkpoint as ckpt
+from hsv_exp import glue_metrics
+from hsv_exp.config import TaskConfig, TrainConfig
+from hsv_exp.data import Collator, Encoded
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)  # one dict per epoch
+    best: dict = field(default_factory=dict)
+    last: dict = field(default_factory=dict)
+    train_time_s: float = 0.0
+    epoch_times_s: list[float] = field(default_factory=list)
+    peak_memory_mb: float = 0.0
+    resumed_from: dict | None = None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB; process peak RSS
+
+
+def _batches(encoded: Encoded, batch_size: int, collate: Collator, order: np.ndarray, start: int = 0):
+    for begin in range(start * batch_size, len(order), batch_size):
+        indices = order[begin:begin + batch_size]
+        yield collate([(encoded.features[i], encoded.labels[i], i) for i in indices])
+
+
+def _inputs(batch: dict, device: torch.device) -> dict:
+    keys = ("input_ids", "attention_mask", "special_tokens_mask", "token_type_ids")
+    return {key: batch[key].to(device) for key in keys if key in batch}
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    if regression:
+        return torch.nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return torch.nn.functional.cross_entropy(logits.float(), labels)
+
+
+@torch.no_grad()
+def evaluate(model, encoded: Encoded, task: TaskConfig, cfg: TrainConfig, collate: Collator, device: torch.device,
+             prefix: str) -> dict[str, float]:
+    model.eval()
+    outputs = []
+    order = np.arange(len(encoded))
+    for batch in _batches(encoded, cfg.eval_batch_size, collate, order):
+        with _autocast(device, cfg.amp):
+            outputs.append(model(**_inputs(batch, device)).float().cpu())
+    logits = torch.cat(outputs)
+    predictions = logits.squeeze(-1).numpy() if task.is_regression else logits.argmax(-1).numpy()
+    scores = glue_metrics.compute(task.metrics, predictions, encoded.labels)
+    return {f"{prefix}/{name}": value for name, value in scores.items()}
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay, head = [], [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if name.startswith("head."):
+            head.append(parameter)
+        elif parameter.ndim < 2:  # biases and LayerNorm weights take no weight decay
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+        {"params": head, "weight_decay": cfg.weight_decay, "lr": cfg.head_lr or cfg.lr},
+    ]
+    return torch.optim.AdamW([group for group in groups if group["params"]], lr=cfg.lr)
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {name: parameter.detach().cpu().clone() for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+
+def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskConfig, cfg: TrainConfig, seed: int,
+          pad_token_id: int, run_dir: Path | None = None, log=lambda metrics: None, progress: bool = True) -> TrainResult:
+    """Train `model` in place; `eval_data` maps split name (dev, dev_matched, ...) to data.
+
+    With `run_dir`, a checkpoint is written to run_dir/checkpoint/last.pt at every epoch end and on
+    SIGTERM/SIGUSR2, and an existing one is resumed.
+    """
+    device = pick_device(cfg.device)
+    model.to(device)
+    collate = Collator(pad_token_id)
+    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = _optimizer(model, cfg)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    main_key = f"{next(iter(eval_data))}/{task.main_metric}"
+    result = TrainResult()
+    torch.manual_seed(seed)
+    start_epoch, start_step, elapsed, losses = 1, 0, 0.0, []
+
+    path = run_dir / "checkpoint" / "last.pt" if run_dir is not None else None
+    state = ckpt.load(path) if path is not None else None
+    if state is not None:
+        model.load_state_dict(state["trainable"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ckpt.set_rng_state(state["rng"])
+        start_epoch, start_step, elapsed = state["epoch"], state["step_in_epoch"], state["train_time_s"]
+        losses = state["epoch_losses"]
+        result.history, result.epoch_times_s = state["history"], state["epoch_times_s"]
+        result.resumed_from = {"epoch": start_epoch, "step_in_epoch": start_step}
+
+    def save(epoch: int, step_in_epoch: int) -> None:
+        if path is not None:
+            ckpt.atomic_torch_save({
+                "trainable": trainable_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": ckpt.rng_state(), "epoch": epoch, "step_in_epoch": step_in_epoch, "train_time_s": elapsed,
+                "history": result.history, "epoch_times_s": result.epoch_times_s, "epoch_losses": losses,
+            }, path)
+
+    global_step = (start_epoch - 1) * steps_per_epoch + start_step
+    with ckpt.PreemptionHandler() as preemption:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            model.train()
+            order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).numpy()
+            epoch_started = time.perf_counter()
+            first_step = start_step if epoch == start_epoch else 0
+            batches = _batches(train_data, cfg.batch_size, collate, order, first_step)
+            bar = tqdm(batches, total=steps_per_epoch - first_step, desc=f"epoch {epoch}", disable=not progress, leave=False)
+            for step_in_epoch, batch in enumerate(bar, start=first_step + 1):
+                with _autocast(device, cfg.amp):
+                    logits = model(**_inputs(batch, device))
+                loss = _loss(logits, batch["labels"].to(device), task.is_regression)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
+                global_step += 1
+                if cfg.log_every_steps and global_step % cfg.log_every_steps == 0:
+                    log({"train/step_loss": losses[-1], "train/global_step": global_step})
+                    print(f"step {global_step} epoch {epoch} loss {losses[-1]:.4f}", flush=True)
+                if preemption.received is not None:
+                    elapsed += time.perf_counter() - epoch_started
+                    save(epoch, step_in_epoch)
+                    preemption.forward_signal()
+            epoch_time = time.perf_counter() - epoch_started
+            elapsed += epoch_time
+            record = {"epoch": epoch, "train/loss": float(np.mean(losses)) if losses else float("nan"),
+                      "train/lr": scheduler.get_last_lr()[0], "epoch_time_s": epoch_time}
+            for split, data in eval_data.items():
+                record.update(evaluate(model, data, task, cfg, collate, device, split))
+            result.history.append(record)
+            result.epoch_times_s.append(epoch_time)
+            log(record)
+            losses = []
+            save(epoch + 1, 0)
+    result.last = result.history[-1]
+    result.best = max(result.history, key=lambda record: record[main_key])
+    result.train_time_s = elapsed
+    result.peak_memory_mb = peak_memory_mb(device)
+    return result
