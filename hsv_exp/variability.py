@@ -11,7 +11,7 @@ metric=variability (Xie et al. 2022): m is the unweighted mean of the class mean
 metric=nc1 (Papyan et al. 2020): Sigma_w weights classes by frequency (the pooled within-class
 covariance over all N examples) and m is the global mean of all examples.
 
-Sigma_b has rank <= K-1 (K for nc1), so its pseudo-inverse is taken through the K x K Gram
+Sigma_b has rank <= K-1 (for nc1 too: the frequency-weighted centred means sum to zero), so its pseudo-inverse is taken through the K x K Gram
 matrix of the centred class means, never as a d x d `pinv` (whose default tolerance is wrong by
 orders of magnitude on real hidden states). With C = [m_y - m] (d x K) and G = C^T C:
     Sigma_b^+ = K C (G^+)^2 C^T   =>   nu = tr((G^+)^2 C^T Sigma_w C)     (variability)
@@ -105,7 +105,7 @@ def scores_from_statistics(stats: ClassStatistics, metric: str = "variability") 
         elif metric == "nc1":
             sigma_w = (weights[:, None, None] * covariances[layer]).sum(0)
             centre = (weights[:, None] * means[layer]).sum(0)
-            rank = num_classes
+            rank = num_classes - 1
         else:
             raise ValueError(f"unknown metric {metric}")
         scores.append(trace_ratio(sigma_w, means[layer] - centre, rank))

