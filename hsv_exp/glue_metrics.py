@@ -19,12 +19,18 @@ def _mcc(predictions, labels):
     return matthews_corrcoef(labels, predictions)
 
 
+def _varies(predictions, labels) -> bool:
+    # A correlation with a constant side is undefined (SciPy: NaN); report 0.0 so a collapsed
+    # regression head, or a dev subset with one score, still compares with other epochs.
+    return bool(np.ptp(predictions) > 0 and np.ptp(labels) > 0)  # exact, like SciPy (std of 0.1s is not 0)
+
+
 def _pearson(predictions, labels):
-    return float(pearsonr(predictions, labels)[0]) if np.std(predictions) > 0 else 0.0
+    return float(pearsonr(predictions, labels)[0]) if _varies(predictions, labels) else 0.0
 
 
 def _spearmanr(predictions, labels):
-    return float(spearmanr(predictions, labels)[0]) if np.std(predictions) > 0 else 0.0
+    return float(spearmanr(predictions, labels)[0]) if _varies(predictions, labels) else 0.0
 
 
 METRICS = {"accuracy": _accuracy, "f1": _f1, "mcc": _mcc, "pearson": _pearson, "spearmanr": _spearmanr}
