@@ -213,6 +213,11 @@ def stratified_subsample(classes: np.ndarray, size: int | None, seed: int, major
             raise DataError(f"majority_fraction must be in (0, 1), got {majority_fraction}")
         majority = values[np.argmax(counts)]
         rest = counts[values != majority]
+        if rest.sum() > 0:
+            # Shrink the subsample until both sides fit; otherwise the majority class is capped at its
+            # size and the split comes out less skewed than asked (50/50 data, 0.9 -> 50/10, not 90/10).
+            fits = min(counts.max() / majority_fraction, rest.sum() / (1 - majority_fraction))
+            total = min(total, int(fits + 1e-9))
         wanted = {majority: majority_fraction * total}
         for value, count in zip(values[values != majority], rest):
             wanted[value] = (1 - majority_fraction) * total * count / rest.sum()
