@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 
 from hsv_exp.errors import ConfigError
 
@@ -56,7 +56,7 @@ class TaskConfig:
     glue_folder: str = ""  # folder name inside glue_dir (RTE, SST-2, ...)
     hub_dataset: Optional[str] = "nyu-mll/glue"
     hub_config: Optional[str] = None
-    files: dict[str, str] = field(default_factory=dict)  # custom: split -> path (.csv/.tsv/.jsonl)
+    files: dict[str, Optional[str]] = field(default_factory=dict)  # custom: split -> path (.csv/.tsv/.jsonl)
     # Regression targets are grouped into classes for the variability scan:
     # class = round(score / bin_width) (bin_width 1.0 = round(score), the default for STS-B).
     regression_bin_width: float = 1.0
@@ -163,7 +163,7 @@ class TrainConfig:
     dropout: float = 0.1  # classifier-head dropout
     amp: bool = False  # bf16/fp16 autocast on CUDA; ignored on CPU
     device: str = "auto"  # auto | cpu | cuda
-    cache_frozen: str = "off"  # auto | memory | disk | off: reuse the frozen prefix's output across epochs
+    cache_frozen: str = "auto"  # auto | memory | disk | off: compute the frozen prefix once, reuse it every epoch
     cache_memory_budget_mb: int = 2048
     num_threads: Optional[int] = None  # torch CPU threads; None = torch default
     log_every_steps: int = 0  # >0: log and print the step loss every N optimizer steps
@@ -236,5 +236,10 @@ def to_objects(cfg: DictConfig) -> Config:
             cause = cause.__cause__ or cause.__context__
         if cause is not None:
             raise ConfigError(str(cause)) from exc
-        raise ConfigError(str(exc).splitlines()[0]) from exc
+        # omegaconf's first line names the field without its group ("missing mandatory value: name").
+        full_key = getattr(exc, "full_key", None)
+        if isinstance(exc, MissingMandatoryValue) and full_key:
+            raise ConfigError(f"{full_key} has no value: set {full_key}=...") from exc
+        first_line = str(exc).splitlines()[0]
+        raise ConfigError(f"{full_key}: {first_line}" if full_key else first_line) from exc
     return obj  # type: ignore[return-value]

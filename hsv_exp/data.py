@@ -125,7 +125,7 @@ def _infer_label_names(rows, task: TaskConfig) -> None:
 
 
 def load_custom(task: TaskConfig, split: str) -> Split:
-    if split not in task.files:
+    if not task.files.get(split):
         raise DataError(f"task=custom has no file for split '{split}': set task.files.{split}=/path/to/file")
     path = Path(task.files[split]).expanduser()
     if not path.is_file():

@@ -1,0 +1,121 @@
+"""Training: the frozen cache changes nothing but speed, runs are deterministic, and a run killed
+with SIGTERM at a random step resumes to exactly the metrics of an uninterrupted run."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from hsv_exp.classifier import LayerClassifier
+from hsv_exp.config import SelectConfig, TaskConfig, TrainConfig, TuningConfig
+from hsv_exp.data import Encoded
+from hsv_exp.selection import select_layers
+from hsv_exp.train import train
+from hsv_exp.tuning import METHODS
+
+from conftest import REPO, tiny_model
+
+TASK = TaskConfig(name="custom", text_fields=["text"], label_names=["a", "b"], metrics=["accuracy"], main_metric="accuracy")
+
+
+def toy_data(n: int, seed: int) -> Encoded:
+    """Token sequences of varied length whose label depends on which tokens occur."""
+    rng = np.random.default_rng(seed)
+    features, labels = [], []
+    for _ in range(n):
+        length = int(rng.integers(4, 14))
+        label = int(rng.integers(0, 2))
+        ids = [1, *rng.integers(10 + 40 * label, 50 + 40 * label, size=length - 2).tolist(), 2]
+        features.append({"input_ids": ids, "attention_mask": [1] * length, "special_tokens_mask": [1] + [0] * (length - 2) + [1]})
+        labels.append(label)
+    return Encoded(features, np.array(labels))
+
+
+def fit(cache: str, tmp_path, select=SelectConfig(name="manual", head_layer=3, k=1), tuning="full", epochs=3):
+    torch.manual_seed(0)
+    model = LayerClassifier(tiny_model("bert"), select_layers(select, 4), num_labels=2)
+    METHODS[tuning](model, TuningConfig(name=tuning))
+    cfg = TrainConfig(lr=5e-3, epochs=epochs, batch_size=8, cache_frozen=cache, cache_memory_budget_mb=0 if cache == "disk" else 2048)
+    result = train(model, toy_data(60, 0), {"dev": toy_data(30, 1)}, TASK, cfg, seed=3, pad_token_id=0, run_dir=tmp_path / cache, progress=False)
+    return model, result
+
+
+def test_frozen_cache_equals_uncached_run(tmp_path):
+    runs = {mode: fit(mode, tmp_path) for mode in ("off", "memory", "disk")}
+    reference_model, reference = runs["off"]
+    assert reference.cache is None
+    for mode in ("memory", "disk"):
+        model, result = runs[mode]
+        assert result.cache["mode"] == mode
+        for ours, theirs in zip(result.history, reference.history):
+            assert ours["train/loss"] == pytest.approx(theirs["train/loss"], rel=1e-4, abs=1e-6)
+            assert ours["dev/accuracy"] == theirs["dev/accuracy"]
+        for (name, a), (_, b) in zip(model.named_parameters(), reference_model.named_parameters()):
+            assert torch.allclose(a, b, atol=1e-5), name
+    assert not (tmp_path / "disk" / "frozen_cache.npy").exists()  # cleaned up after training
+
+
+def test_training_learns_and_is_deterministic(tmp_path):
+    _, first = fit("off", tmp_path / "a", select=SelectConfig(name="top", k=2), epochs=4)
+    _, second = fit("off", tmp_path / "b", select=SelectConfig(name="top", k=2), epochs=4)
+    strip = lambda history: [{k: v for k, v in record.items() if k != "epoch_time_s"} for record in history]
+    assert strip(first.history) == strip(second.history)
+    assert first.history[-1]["train/loss"] < first.history[0]["train/loss"]
+    assert first.best["dev/accuracy"] > 0.6
+
+
+def write_toy_csv(path, n, seed):
+    rng = random.Random(seed)
+    words = {"a": "good great fine nice happy", "b": "bad awful poor sad ugly"}
+    lines = ["text,label"]
+    for _ in range(n):
+        label = rng.choice("ab")
+        lines.append(" ".join(rng.choices(words[label].split(), k=rng.randint(3, 12))) + f",{label}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def cli(run_dir, data_dir, *extra):
+    return [sys.executable, "-m", "hsv_exp", "model=tiny", "task=custom", "logger=none", f"hydra.run.dir={run_dir}",
+            f"task.files.train={data_dir / 'train.csv'}", f"task.files.dev={data_dir / 'dev.csv'}", "task.label_names=[a,b]",
+            "select=top", "select.k=2", "train.epochs=2", "train.batch_size=4", "train.lr=1e-3", "train.log_every_steps=1",
+            "train.cache_frozen=off", *extra]
+
+
+def comparable(metrics):
+    drop_time = lambda record: {k: v for k, v in record.items() if k != "epoch_time_s"}
+    return {"best": drop_time(metrics["best"]), "last": drop_time(metrics["last"]),
+            "history": [drop_time(record) for record in metrics["history"]], "head_layer": metrics["head_layer"]}
+
+
+@pytest.mark.slow
+def test_sigterm_at_a_random_step_then_resume_gives_identical_metrics(tmp_path):
+    write_toy_csv(tmp_path / "train.csv", 120, 0)
+    write_toy_csv(tmp_path / "dev.csv", 40, 1)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    reference = subprocess.run(cli(tmp_path / "ref", tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    kill_at = random.Random().randint(3, 55)  # 30 steps per epoch: lands in either epoch
+    process = subprocess.Popen(cli(tmp_path / "run", tmp_path), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if line.startswith(f"step {kill_at} "):
+            process.send_signal(signal.SIGTERM)
+            break
+    process.stdout.read()
+    assert process.wait(timeout=120) == 143, f"killed at step {kill_at}"
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint" / "last.pt", weights_only=False)
+    assert (checkpoint["epoch"] - 1) * 30 + checkpoint["step_in_epoch"] >= kill_at
+    resumed = subprocess.run(cli(tmp_path / "run", tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ours = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    theirs = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    assert ours["resumed_from"] is not None
+    assert comparable(ours) == comparable(theirs), f"killed at step {kill_at}"
