@@ -1,0 +1,64 @@
+"""The full command on real GLUE files with the real default model, logged to an offline W&B
+run that is read back with W&B's own CLI (no mocks)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+WANDB = os.path.join(os.path.dirname(sys.executable), "wandb")
+
+
+def hsv(run_dir, *overrides, env=None):
+    command = [sys.executable, "-m", "hsv_exp", f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.slow
+def test_rte_minilm_end_to_end_with_offline_wandb(tmp_path, glue_dir):
+    run_dir = tmp_path / "run"
+    done = hsv(run_dir, "task=rte", "tuning=full", "select=variability", "select.k=1", f"task.glue_dir={glue_dir}",
+               "task.max_train_examples=48", "task.max_eval_examples=48", "train.epochs=1", "logger=wandb",
+               "study=e2e", env={"WANDB_MODE": "offline"})
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    for expected in ("variability per layer", "layer  6", "selection variability: head on layer", "dev accuracy: best",
+                     "training FLOPs", "inference FLOPs saving"):
+        assert expected in output
+    scan = json.loads((run_dir / "variability.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert scan["layers"] == list(range(7)) and scan["num_examples"] == 48
+    assert metrics["status"] == "complete" and metrics["model"] == "minilm"
+    head = min(range(1, 7), key=lambda layer: scan["scores"][layer])
+    assert metrics["head_layer"] == head and metrics["tuned_layers"] == [head]
+    assert 0.0 <= metrics["best"]["dev/accuracy"] <= 1.0
+    assert metrics["compute"]["train_flops_fraction"] < 1.0
+
+    inspect = subprocess.run([WANDB, "leet", "inspect", "--summary", "--json", str(run_dir / "wandb")],
+                             capture_output=True, text=True, timeout=120)
+    assert inspect.returncode == 0, inspect.stderr
+    record = json.loads(inspect.stdout)
+    assert record["state"] == "finished"
+    assert record["config"]["task"]["name"] == "rte"
+    summary = record["summary"]
+    assert summary["head_layer"] == head
+    assert summary["best/dev/accuracy"] == pytest.approx(metrics["best"]["dev/accuracy"])
+    assert summary["compute/train_flops_saving_pct"] == pytest.approx(metrics["compute"]["train_flops_saving_pct"])
+    assert summary["variability/layer_03"] == pytest.approx(scan["scores"][3])
+    assert record["name"] == "rte-minilm-full-variability-k1-s0"
+    assert "WANDB_API_KEY" not in inspect.stdout
+
+
+@pytest.mark.slow
+def test_scan_stage_only_writes_the_scan(tmp_path, glue_dir):
+    run_dir = tmp_path / "scan"
+    done = hsv(run_dir, "stage=scan", "task=stsb", "model=tiny", "logger=none", f"task.glue_dir={glue_dir}", "scan.max_examples=200")
+    assert done.returncode == 0, done.stderr[-3000:]
+    scan = json.loads((run_dir / "variability.json").read_text())
+    assert len(scan["scores"]) == 5  # tiny model: embeddings + 4 layers
+    assert set(scan["class_counts"]) <= {"0", "1", "2", "3", "4", "5"}  # STS-B scores binned by round(score)
+    assert not (run_dir / "metrics.json").exists()
