@@ -223,6 +223,8 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="base_config", node=Config)
     if not OmegaConf.has_resolver("hsv.dirname"):
         OmegaConf.register_new_resolver("hsv.dirname", run_dirname)
+        # `oc.select` returns a key's null value instead of the default; this does not.
+        OmegaConf.register_new_resolver("hsv.or", lambda value, default: default if value is None else value)
 
 
 def to_objects(cfg: DictConfig) -> Config:

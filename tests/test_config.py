@@ -181,8 +181,6 @@ def test_sweep_dir_is_the_study():
     assert cfg.hydra.sweep.dir == "multirun/table2" and cfg.hydra.sweep.subdir == "seed=1"
 
 
-@pytest.mark.xfail(strict=True, reason="conf/hydra/default.yaml: ${oc.select:study,sweep} returns the "
-                   "value null (not the default) because `study` exists, so sweeps land in multirun/None")
 def test_sweep_dir_without_a_study():
     cfg = compose("config", return_hydra_config=True)
     assert cfg.hydra.sweep.dir == "multirun/sweep"
