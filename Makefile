@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)  ## create .venv and install the package with pinned dependencies (idempotent)
 
-run: $(STAMP)  ## a real RTE run with the offline default model (MiniLM), adapters in the variability-selected window
-	$(PY) -m hsv_exp task=rte tuning=full select=variability $(ARGS)
+run: $(STAMP)  ## a real RTE run: offline MiniLM, Houlsby adapters in the variability-selected window
+	$(PY) -m hsv_exp task=rte tuning=adapter select=variability $(ARGS)
 
 test: $(STAMP)  ## the whole offline test suite (what CI runs)
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PY) -m pytest -q $(ARGS)

@@ -8,6 +8,8 @@ inputs and weights), backward = F for a layer that only passes gradients down (P
 frozen weights, small injected modules), and nothing for frozen layers below the window, which
 need no gradient at all. Full fine-tuning of all L layers costs 3 L F. Injected modules
 (adapters, LoRA) add 2 FLOPs per parameter per token forward and twice that backward.
+Prefix tuning adds `prefix_keys` keys per window layer: 4 p d FLOPs per token forward (its
+reparametrisation MLP runs once per step, not per token, and is ignored).
 Embedding lookups, LayerNorms, softmax and the head are ignored (a few % at most).
 """
 
@@ -21,14 +23,19 @@ def layer_flops_per_token(hidden: int, intermediate: int, seq_len: float) -> flo
 
 
 def accounting(selection: Selection, hidden: int, intermediate: int, seq_len: float, full_layer_weights_train: bool,
-               injected_params: int = 0) -> dict[str, float]:
-    """FLOPs of this run's training and inference per token, and their fraction of full FT."""
+               injected_params: int = 0, prefix_keys: int = 0) -> dict[str, float]:
+    """FLOPs of this run's training and inference per token, and their fraction of full FT.
+
+    injected_params: adapter/LoRA parameters (used once per token); prefix_keys: prefix length
+    per window layer (prefix tuning, mam).
+    """
     layer = layer_flops_per_token(hidden, intermediate, seq_len)
     num_tuned = len(selection.tuned_layers)
-    forward = selection.head_layer * layer + 2.0 * injected_params
-    backward = num_tuned * layer * (2.0 if full_layer_weights_train else 1.0) + 4.0 * injected_params
+    extra = 2.0 * injected_params + num_tuned * 4.0 * prefix_keys * hidden
+    forward = selection.head_layer * layer + extra
+    backward = num_tuned * layer * (2.0 if full_layer_weights_train else 1.0) + 2.0 * extra
     # With the frozen-prefix cache, epochs after the first skip the layers below the window.
-    forward_cached = num_tuned * layer + 2.0 * injected_params
+    forward_cached = num_tuned * layer + extra
     full_train = 3.0 * selection.num_layers * layer
     train = forward + backward
     train_cached = forward_cached + backward

@@ -188,7 +188,8 @@ def _run(cfg: Config, run_dir: Path, device: torch.device, tracker, fingerprint:
     METHODS[cfg.tuning.name](model, cfg.tuning)
     trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
     injected = sum(parameter.numel() for name, parameter in model.named_parameters()
-                   if any(prefix in name for prefix in ("adapter_", "lora_", "prefix_")))
+                   if any(prefix in name for prefix in ("adapter_", "lora_")))
+    prefix_keys = cfg.tuning.prefix_length if cfg.tuning.name in ("prefix", "mam") else 0
 
     train_encoded = data_lib.encode(tokenizer, train_split, cfg.train.max_length)
     eval_encoded = {name: data_lib.encode(tokenizer, split, cfg.train.max_length) for name, split in eval_splits.items()}
@@ -200,7 +201,8 @@ def _run(cfg: Config, run_dir: Path, device: torch.device, tracker, fingerprint:
     mean_len = float(np.mean([len(feature["input_ids"]) for feature in train_encoded.features]))
     config = backbone.config
     compute = accounting(selection, config.hidden_size, getattr(config, "intermediate_size", 4 * config.hidden_size),
-                         mean_len, full_layer_weights_train=cfg.tuning.name == "full", injected_params=injected)
+                         mean_len, full_layer_weights_train=cfg.tuning.name == "full", injected_params=injected,
+                         prefix_keys=prefix_keys)
     compute.update({
         "total_params": total_params_full,
         "params_kept": sum(parameter.numel() for parameter in model.parameters()),
