@@ -1,0 +1,235 @@
+"""Hydra multirun sweeps through a real one-node SLURM cluster (scripts/local_slurm.sh).
+
+The cluster tests (marker `slurm`) need root on Debian: the fixture installs slurm/munge/mariadb
+with apt-get if missing, starts the daemons under a tmp dir and always stops them. They skip when
+that is impossible; HSV_REQUIRE_SLURM=1 turns those skips into failures (for CI).
+The sweeps use a minimal Hydra app written into tmp dirs that takes its launcher configs from the
+repo's conf/launcher/ through hydra.searchpath, so they test the launcher configs and the cluster,
+not the pipeline. The composition tests at the top need no cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "local_slurm.sh"
+SWEEP_TIMEOUT_S = 120  # a sweep of a few trivial jobs takes seconds; longer means it hangs
+
+APP = '''
+import os, signal
+from pathlib import Path
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg):
+    if cfg.x == cfg.crash_at:
+        raise RuntimeError(f"intentional crash x={cfg.x}")
+    if cfg.x == cfg.kill_at:  # dies before submitit can write a result: only sacct can tell
+        os.kill(os.getpid(), signal.SIGKILL)
+    out = Path(HydraConfig.get().runtime.output_dir)
+    (out / "result.txt").write_text(f"{cfg.x} {os.environ.get('SLURM_JOB_ID')}")
+    return cfg.x
+if __name__ == "__main__":
+    main()
+'''
+
+# Like conf/config.yaml: `launcher: local` in the defaults list, no hydra/launcher override.
+CONFIG = '''
+defaults:
+  - _self_
+  - launcher: local
+x: 0
+crash_at: null
+kill_at: null
+hydra:
+  searchpath: ["file://{search_dir}"]
+  job:
+    name: toy
+'''
+
+
+def write_app(root: Path) -> Path:
+    """A minimal Hydra app under `root` whose `launcher` group is the repo's conf/launcher/.
+
+    The search path holds only a link to conf/launcher, so a developer's git-ignored
+    conf/local/ overrides do not leak into the tests.
+    """
+    search_dir = root / "repo_conf"
+    search_dir.mkdir(parents=True, exist_ok=True)
+    (search_dir / "launcher").symlink_to(REPO / "conf" / "launcher", target_is_directory=True)
+    (root / "conf").mkdir(exist_ok=True)
+    (root / "conf" / "config.yaml").write_text(CONFIG.format(search_dir=search_dir))
+    (root / "app.py").write_text(textwrap.dedent(APP))
+    return root / "app.py"
+
+
+# --- composition: no cluster needed -------------------------------------------------------------
+
+
+@pytest.fixture
+def compose_app(tmp_path):
+    write_app(tmp_path)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(tmp_path / "conf"), version_base="1.3"):
+        yield lambda *overrides: compose("config", overrides=list(overrides), return_hydra_config=True)
+    GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize("launcher, target", [
+    ("local", "BasicLauncher"),
+    ("submitit_local", "submitit_launcher.LocalLauncher"),
+    ("slurm", "submitit_launcher.SlurmLauncher"),
+    ("local_slurm", "submitit_launcher.SlurmLauncher"),
+])
+def test_launcher_config_selects_hydra_launcher(compose_app, launcher, target):
+    cfg = compose_app(f"launcher={launcher}")
+    assert cfg.hydra.launcher._target_.endswith(target)
+
+
+def test_slurm_launcher_takes_cluster_identity_from_env(compose_app, monkeypatch):
+    monkeypatch.delenv("HSV_SLURM_ACCOUNT", raising=False)
+    monkeypatch.setenv("HSV_SLURM_PARTITION", "gpu")
+    cfg = compose_app("launcher=slurm", "hydra.launcher.mem_gb=64")
+    assert cfg.hydra.launcher.partition == "gpu"
+    assert cfg.hydra.launcher.account is None
+    assert cfg.hydra.launcher.mem_gb == 64
+    # the test-cluster preset never takes the site's partition
+    local = compose_app("launcher=local_slurm").hydra.launcher
+    assert (local.partition, local.gpus_per_node, local.cpus_per_task) == (None, None, 1)
+
+
+# --- the cluster ------------------------------------------------------------------------------------
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("HSV_REQUIRE_SLURM") == "1":
+        pytest.fail(f"HSV_REQUIRE_SLURM=1 but {reason}")
+    pytest.skip(reason)
+
+
+def _tail(text: str, lines: int = 30) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def slurm_env(tmp_path_factory):
+    """Environment (SLURM_CONF set) for clients of a running one-node cluster."""
+    if os.geteuid() != 0:
+        _unavailable("the SLURM tests need root (they apt-get install and run slurm daemons)")
+    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
+        _unavailable("slurm is not installed and there is no apt-get to install it (not Debian)")
+    try:
+        install = subprocess.run(["bash", str(SCRIPT), "install"], capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        _unavailable("apt-get install of the slurm packages took over 15 minutes")
+    if install.returncode != 0:
+        _unavailable(f"could not install the slurm packages:\n{_tail(install.stderr + install.stdout)}")
+
+    state = tmp_path_factory.mktemp("slurm")
+    try:
+        start = subprocess.run(["bash", str(SCRIPT), "start", str(state)], capture_output=True, text=True,
+                               timeout=150)
+        logs = "".join(f"\n--- {p.name}\n{_tail(p.read_text(errors='replace'), 15)}"
+                       for p in sorted((state / "log").glob("*.log")))
+        assert start.returncode == 0, f"cluster did not start:\n{start.stderr}{logs}"
+        # The test cluster knows no site partition/account/QOS.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HSV_SLURM_")}
+        for line in (state / "env.sh").read_text().splitlines():
+            if line.startswith("export "):
+                key, value = line.removeprefix("export ").split("=", 1)
+                env[key] = value
+        yield env
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True, text=True, timeout=120)
+
+
+def sacct_states(env: dict, job_ids: list[str]) -> dict[str, str]:
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return dict(line.split("|") for line in out.split())
+
+
+@pytest.fixture
+def sweep(slurm_env, tmp_path):
+    """Runs `app.py -m OVERRIDES` in a fresh tmp dir; returns (completed process, sweep dir)."""
+    app = write_app(tmp_path / "app")
+
+    def run(*overrides: str, launcher: str = "local_slurm", extra_env: dict | None = None):
+        sweep_dir = tmp_path / "multirun"
+        try:
+            proc = subprocess.run(
+                [sys.executable, str(app), "-m", f"launcher={launcher}", f"hydra.sweep.dir={sweep_dir}", *overrides],
+                cwd=tmp_path, env={**slurm_env, **(extra_env or {})}, capture_output=True, text=True,
+                timeout=SWEEP_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"sweep hung for {SWEEP_TIMEOUT_S}s:\n{_tail(str(exc.stderr or ''))}")
+        return proc, sweep_dir
+
+    return run
+
+
+@pytest.mark.slurm
+def test_sbatch_job_is_accounted(slurm_env, tmp_path):
+    job = subprocess.run(["sbatch", "--parsable", "-o", str(tmp_path / "%j.out"), "--wrap", "hostname"],
+                         cwd=tmp_path, env=slurm_env, capture_output=True, text=True, timeout=30)
+    assert job.returncode == 0, job.stderr
+    job_id = job.stdout.strip().split(";")[0]
+    deadline = time.monotonic() + 60
+    while (state := sacct_states(slurm_env, [job_id]).get(job_id)) in (None, "PENDING", "RUNNING"):
+        assert time.monotonic() < deadline, f"job {job_id} still {state} after 60s"
+        time.sleep(0.5)
+    assert state == "COMPLETED"
+    assert (tmp_path / f"{job_id}.out").read_text().strip()
+
+
+@pytest.mark.slurm
+def test_sweep_runs_every_job_on_slurm(sweep):
+    # The production preset with the partition from the environment, sized down to this cluster.
+    proc, sweep_dir = sweep("x=1,2,3", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
+                            "hydra.launcher.mem_gb=1", launcher="slurm", extra_env={"HSV_SLURM_PARTITION": "debug"})
+    assert proc.returncode == 0, _tail(proc.stderr)
+    results = sorted(p.read_text().split() for p in sweep_dir.glob("*/result.txt"))
+    assert [x for x, _ in results] == ["1", "2", "3"]
+    assert all(job_id != "None" for _, job_id in results), "jobs did not run under SLURM"
+
+
+@pytest.mark.slurm
+def test_crashing_job_is_reported_and_the_others_finish(sweep):
+    proc, sweep_dir = sweep("x=1,2,3", "crash_at=2")
+    assert proc.returncode != 0
+    assert "intentional crash x=2" in proc.stderr
+    assert sorted(p.read_text().split()[0] for p in sweep_dir.glob("*/result.txt")) == ["1", "3"]
+
+
+@pytest.mark.slurm
+def test_job_killed_before_its_result_is_reported_not_waited_on(sweep):
+    # Nothing is written for the killed job: submitit learns it died from sacct (slurmdbd).
+    proc, sweep_dir = sweep("x=1,2", "kill_at=2")
+    assert proc.returncode != 0
+    assert "has not produced any output" in proc.stderr, _tail(proc.stderr)
+    assert [p.read_text().split()[0] for p in sweep_dir.glob("*/result.txt")] == ["1"]
+
+
+@pytest.mark.slurm
+@pytest.mark.skip(reason="waiting for the CLI")
+def test_hsv_exp_sweep_through_slurm(slurm_env, tmp_path):
+    # Intended: the real pipeline as a SLURM job array on the test cluster, with env=slurm_env and
+    # a timeout. launcher=local_slurm, not launcher=slurm: the latter asks for a GPU and 4 CPUs.
+    # This command ran by hand (2 jobs, ~30 s) once train.csv/dev.csv (text,label) existed:
+    #   HF_HUB_OFFLINE=1 WANDB_MODE=disabled python -m hsv_exp -m launcher=local_slurm model=tiny \
+    #       task=custom task.files.train=<tmp>/train.csv task.files.dev=<tmp>/dev.csv logger=none \
+    #       seed=0,1 train.epochs=1 select.k=1 hydra.sweep.dir=<tmp>/sweep
+    # then assert every run dir holds metrics.json and no failed.json.
+    ...
