@@ -72,5 +72,13 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float | None:
     return execute(cfg)
+
+
+def main() -> None:
+    # dry_run=true lists jobs without running them, so it must not submit them to a cluster either:
+    # whatever launcher was asked for, the jobs are expanded by the in-process local launcher.
+    if any(arg.lower() == "dry_run=true" for arg in sys.argv[1:]):
+        sys.argv = [("launcher=local" if arg.startswith("launcher=") else arg) for arg in sys.argv]
+    _hydra_main()

@@ -10,6 +10,7 @@ not the pipeline. The composition tests at the top need no cluster.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -222,14 +223,40 @@ def test_job_killed_before_its_result_is_reported_not_waited_on(sweep):
     assert [p.read_text().split()[0] for p in sweep_dir.glob("*/result.txt")] == ["1"]
 
 
+
+
 @pytest.mark.slurm
-@pytest.mark.skip(reason="waiting for the CLI")
 def test_hsv_exp_sweep_through_slurm(slurm_env, tmp_path):
-    # Intended: the real pipeline as a SLURM job array on the test cluster, with env=slurm_env and
-    # a timeout. launcher=local_slurm, not launcher=slurm: the latter asks for a GPU and 4 CPUs.
-    # This command ran by hand (2 jobs, ~30 s) once train.csv/dev.csv (text,label) existed:
-    #   HF_HUB_OFFLINE=1 WANDB_MODE=disabled python -m hsv_exp -m launcher=local_slurm model=tiny \
-    #       task=custom task.files.train=<tmp>/train.csv task.files.dev=<tmp>/dev.csv logger=none \
-    #       seed=0,1 train.epochs=1 select.k=1 hydra.sweep.dir=<tmp>/sweep
-    # then assert every run dir holds metrics.json and no failed.json.
-    ...
+    """The real pipeline as a SLURM job array: 2 good jobs, 2 that fail on a bad window size.
+    The failures do not stop the sweep, and the aggregator collects all four."""
+    rng = __import__("random").Random(0)
+    for name, size in (("train", 80), ("dev", 30)):
+        rows = ["text,label"]
+        for _ in range(size):
+            label = rng.choice("ab")
+            rows.append(" ".join(rng.choices(("good great fine" if label == "a" else "bad awful poor").split(), k=5)) + f",{label}")
+        (tmp_path / f"{name}.csv").write_text("\n".join(rows) + "\n")
+    sweep_dir = tmp_path / "sweep"
+    command = [sys.executable, "-m", "hsv_exp", "-m", "launcher=local_slurm", "model=tiny", "task=custom", "logger=none",
+               f"task.files.train={tmp_path / 'train.csv'}", f"task.files.dev={tmp_path / 'dev.csv'}", "task.label_names=[a,b]",
+               "train.epochs=1", "select=top", "select.k=1,9", "seed=0,1", f"hydra.sweep.dir={sweep_dir}"]
+    env = {**slurm_env, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, _tail(proc.stdout + proc.stderr)
+    runs = {path.name: path for path in sweep_dir.iterdir() if (path / ".hydra").is_dir()}
+    assert len(runs) == 4, sorted(runs)
+    for name, path in runs.items():
+        if "select.k=1" in name:
+            metrics = json.loads((path / "metrics.json").read_text())
+            assert metrics["status"] == "complete" and metrics["head_layer"] == 4
+            assert not (path / "failed.json").exists()
+        else:
+            failure = json.loads((path / "failed.json").read_text())
+            assert "select.k=9 is larger than the head layer" in failure["error"]
+            assert not (path / "metrics.json").exists()
+    out = tmp_path / "results"
+    aggregate = subprocess.run([sys.executable, "-m", "hsv_exp.results", str(sweep_dir), "--out", str(out)],
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert aggregate.returncode == 0, aggregate.stderr
+    summary = (out / "summary.md").read_text()
+    assert summary.count("select.k=9 is larger than the head layer") == 2
