@@ -138,6 +138,9 @@ class TuningConfig:
     lora_dropout: float = 0.1
     lora_target_modules: Optional[list[str]] = None  # None = per-architecture default
     train_layer_norm: bool = True  # PET methods: also tune the window layers' LayerNorms
+    # Learning rate of this method; None = train.lr (the task's, sized for full fine-tuning).
+    # Parameter-efficient methods train small, freshly initialised modules and need a larger one.
+    lr: Optional[float] = None
 
     def __post_init__(self) -> None:
         from hsv_exp.tuning import METHODS

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -194,7 +195,8 @@ def _run(cfg: Config, run_dir: Path, device: torch.device, tracker, fingerprint:
     train_encoded = data_lib.encode(tokenizer, train_split, cfg.train.max_length)
     eval_encoded = {name: data_lib.encode(tokenizer, split, cfg.train.max_length) for name, split in eval_splits.items()}
     started = time.perf_counter()
-    result: TrainResult = train(model, train_encoded, eval_encoded, cfg.task, cfg.train, cfg.seed, tokenizer.pad_token_id,
+    train_cfg = replace(cfg.train, lr=cfg.tuning.lr or cfg.train.lr)
+    result: TrainResult = train(model, train_encoded, eval_encoded, cfg.task, train_cfg, cfg.seed, tokenizer.pad_token_id,
                                 run_dir=run_dir, log=tracker.log, progress=sys.stderr.isatty())
     wall = time.perf_counter() - started
 
