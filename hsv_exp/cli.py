@@ -44,7 +44,9 @@ def execute(cfg: DictConfig) -> float | None:
             print(f"[dry-run] {run_dir}\n{OmegaConf.to_yaml(config_dict)}", flush=True)
             return None
         _quiet_libraries()
-        metrics = run(objects, config_dict, run_dir)
+        # A sweep's W&B runs share one wandb dir, so `wandb leet multirun/<study>/wandb` browses them together.
+        wandb_dir = Path(HydraConfig.get().sweep.dir) if multirun else run_dir
+        metrics = run(objects, config_dict, run_dir, wandb_dir=wandb_dir)
         if objects.stage == "scan":
             return None
         return float(metrics["best"][metrics["optimized_metric"]])

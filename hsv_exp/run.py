@@ -129,7 +129,7 @@ def print_scan(scan: dict, selection: Selection | None) -> None:
 
 
 # ---------------------------------------------------------------- the run
-def run(cfg: Config, config_dict: dict, run_dir: Path, job_type: str | None = None) -> dict:
+def run(cfg: Config, config_dict: dict, run_dir: Path, job_type: str | None = None, wandb_dir: Path | None = None) -> dict:
     """Execute `cfg` in `run_dir`; returns the metrics dict (also written to metrics.json)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = config_fingerprint(config_dict)
@@ -150,7 +150,7 @@ def run(cfg: Config, config_dict: dict, run_dir: Path, job_type: str | None = No
         torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.train.device)
-    tracker = make_tracker(cfg.logger, run_dir, config_dict, run_name(cfg), cfg.logger.group or cfg.study,
+    tracker = make_tracker(cfg.logger, wandb_dir or run_dir, config_dict, run_name(cfg), cfg.logger.group or cfg.study,
                            [*cfg.logger.tags, *cfg.tags, f"task:{cfg.task.name}", f"model:{cfg.model.name}",
                             f"tuning:{cfg.tuning.name}", f"select:{cfg.select.name}"], job_type or cfg.stage)
     try:
