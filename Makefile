@@ -26,5 +26,8 @@ test: $(STAMP)  ## the whole offline test suite (what CI runs)
 test-fast: $(STAMP)  ## tests without the slow end-to-end and SLURM ones
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PY) -m pytest -q -m "not slow and not slurm" $(ARGS)
 
+bench: $(STAMP)  ## speed/memory benchmark -> results/bench/bench_<device>.{md,csv,png} (ARGS=--quick: ~2 min)
+	$(PY) -m hsv_exp.bench $(ARGS)
+
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache
