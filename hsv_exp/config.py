@@ -164,6 +164,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     max_length: int = 128
     dropout: float = 0.1  # classifier-head dropout
+    group_by_length: bool = True  # batches of similar length (less padding); order stays seeded
     amp: bool = False  # bf16/fp16 autocast on CUDA; ignored on CPU
     device: str = "auto"  # auto | cpu | cuda
     cache_frozen: str = "auto"  # auto | memory | disk | off: compute the frozen prefix once, reuse it every epoch

@@ -119,7 +119,7 @@ def direct_scores(states: torch.Tensor, classes: torch.Tensor, metric: str = "va
     return scores_from_statistics(stats, metric)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def pooled_layer_states(backbone, batch: dict[str, torch.Tensor], pooling: str, accepts: set[str]) -> torch.Tensor:
     """One forward pass -> (L+1, batch, d) pooled states of the embedding output and every layer."""
     kwargs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch and key in accepts}

@@ -17,7 +17,7 @@ from hsv_exp.classifier import LayerClassifier
 from hsv_exp.config import SelectConfig, TaskConfig, TrainConfig, TuningConfig
 from hsv_exp.data import Encoded
 from hsv_exp.selection import select_layers
-from hsv_exp.train import train
+from hsv_exp.train import epoch_order, train
 from hsv_exp.tuning import METHODS
 
 from conftest import REPO, tiny_model
@@ -58,17 +58,19 @@ def test_frozen_cache_equals_uncached_run(tmp_path):
             assert ours["train/loss"] == pytest.approx(theirs["train/loss"], rel=1e-4, abs=1e-6)
             assert ours["dev/accuracy"] == theirs["dev/accuracy"]
         for (name, a), (_, b) in zip(model.named_parameters(), reference_model.named_parameters()):
+            if name.endswith("key.bias"):
+                continue  # its gradient is zero in exact arithmetic (softmax ignores it): Adam turns rounding noise into lr-sized steps
             assert torch.allclose(a, b, atol=1e-5), name
     assert not (tmp_path / "disk" / "frozen_cache.npy").exists()  # cleaned up after training
 
 
 def test_training_learns_and_is_deterministic(tmp_path):
-    _, first = fit("off", tmp_path / "a", select=SelectConfig(name="top", k=2), epochs=4)
-    _, second = fit("off", tmp_path / "b", select=SelectConfig(name="top", k=2), epochs=4)
+    _, first = fit("off", tmp_path / "a", select=SelectConfig(name="top", k=2), epochs=8)
+    _, second = fit("off", tmp_path / "b", select=SelectConfig(name="top", k=2), epochs=8)
     strip = lambda history: [{k: v for k, v in record.items() if k != "epoch_time_s"} for record in history]
     assert strip(first.history) == strip(second.history)
     assert first.history[-1]["train/loss"] < first.history[0]["train/loss"]
-    assert first.best["dev/accuracy"] > 0.6
+    assert first.best["dev/accuracy"] > 0.75
 
 
 def write_toy_csv(path, n, seed):
@@ -119,3 +121,13 @@ def test_sigterm_at_a_random_step_then_resume_gives_identical_metrics(tmp_path):
     theirs = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     assert ours["resumed_from"] is not None
     assert comparable(ours) == comparable(theirs), f"killed at step {kill_at}"
+
+
+def test_length_grouped_epoch_order_pads_less_and_is_a_seeded_permutation():
+    lengths = np.random.default_rng(0).integers(5, 128, size=1000)
+    padded = lambda order: sum(len(b) * lengths[b].max() for b in np.split(order, range(16, len(order), 16)))
+    plain, grouped = epoch_order(lengths, 16, 0, 1, False), epoch_order(lengths, 16, 0, 1, True)
+    assert sorted(grouped) == list(range(1000))
+    assert padded(grouped) < 1.1 * lengths.sum() < padded(plain)
+    assert (grouped == epoch_order(lengths, 16, 0, 1, True)).all()
+    assert not (grouped == epoch_order(lengths, 16, 0, 2, True)).all()  # each epoch reshuffles
