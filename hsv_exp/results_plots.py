@@ -28,12 +28,15 @@ def _grid(n_panels: int, width: float = 4.2, height: float = 3.4) -> tuple[Figur
 
 
 def _plot_curve(ax, layers: tuple[int, ...], scores: list[float], label: str) -> None:
-    (line,) = ax.plot(layers, scores, marker="o", markersize=3, label=label)
+    # l* goes into the legend: text next to the stars would overlap when curves share a minimum.
     head = head_layer_of(layers, scores)
+    (line,) = ax.plot(layers, scores, marker="o", markersize=3, label=f"{label}, ℓ*={head}")
     ax.plot([head], [scores[layers.index(head)]], marker="*", markersize=14, color=line.get_color(),
             markeredgecolor="black", linestyle="none")
-    ax.annotate(f"ℓ*={head}", (head, scores[layers.index(head)]), textcoords="offset points", xytext=(0, -14),
-                ha="center", fontsize=8, color=line.get_color())
+
+
+def _scans(n: int) -> str:
+    return f"{n} scan{'s' * (n != 1)}"
 
 
 def variability_figure(curves: list[Curve]) -> Figure:
@@ -55,7 +58,7 @@ def variability_figure(curves: list[Curve]) -> Figure:
                 _plot_curve(ax, layers, mean_scores(settings[setting]), f"{model} ({metric}, {pooling}{suffix})")
         ax.set(title=task, xlabel="layer", ylabel="ν (log scale)", yscale="log")
         ax.legend(fontsize=7)
-    figure.suptitle("Hidden-state variability per layer (★ = ℓ*, argmin over layers 1..L)")
+    figure.suptitle("ν per layer (★ = ℓ*, argmin over layers 1..L)")
     return figure
 
 
@@ -71,7 +74,8 @@ def score_vs_compute_figure(conditions: list[Condition]) -> Figure:
             ax.errorbar([100 * fraction if fraction is not None else math.nan], [statistics.fmean(scores)],
                         yerr=[error], marker="o", capsize=3, linestyle="none",
                         label=f"{condition.label()} (n={len(scores)})")
-        ax.set(title=task, xlabel="training FLOPs (% of full fine-tuning)", ylabel="best-epoch dev score ×100")
+        ax.set(title=task, xlabel="training FLOPs (% of full fine-tuning)", ylabel="best-epoch dev score ×100",
+               xlim=(0, 105))  # the whole range, so savings read the same in every panel
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     return figure
@@ -83,8 +87,8 @@ def robustness_figure(curves: list[Curve], tasks: list[str]) -> Figure:
     figure, axes = _grid(len(groups))
     for ((task, model, metric, pooling, layers), settings), ax in zip(groups, axes):
         for setting, scans in sorted(settings.items(), key=lambda item: str(item[0])):
-            _plot_curve(ax, layers, mean_scores(scans), f"{setting_label(setting)} ({len(scans)} scans)")
+            _plot_curve(ax, layers, mean_scores(scans), f"{setting_label(setting)} ({_scans(len(scans))})")
         ax.set(title=f"{task} · {model} ({metric}, {pooling})", xlabel="layer", ylabel="mean ν (log scale)", yscale="log")
         ax.legend(fontsize=7)
-    figure.suptitle("Variability scan per (max_examples, majority_fraction) setting (★ = ℓ*)")
+    figure.suptitle("ν per scan setting (★ = ℓ*)")
     return figure
