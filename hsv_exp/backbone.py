@@ -98,11 +98,15 @@ def num_layers(model: nn.Module) -> int:
     return len(find_layers(model)[2])
 
 
-def embeddings_of(model: nn.Module) -> nn.Module:
+def embeddings_name(model: nn.Module) -> str:
     for name in ("embeddings", "embed_tokens"):
         if hasattr(model, name):
-            return getattr(model, name)
+            return name
     raise ConfigError(f"cannot find the embedding module of {type(model).__name__}")
+
+
+def embeddings_of(model: nn.Module) -> nn.Module:
+    return getattr(model, embeddings_name(model))
 
 
 def forward_kwargs(model: nn.Module) -> set[str]:

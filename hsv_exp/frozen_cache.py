@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hsv_exp.backbone import find_layers
+from hsv_exp.backbone import embeddings_name, find_layers
 from hsv_exp.pooling import pool, token_mask
 
 
@@ -37,27 +37,20 @@ class StatesInput(nn.Module):
         return self.states
 
 
-def _embeddings_attr(backbone: nn.Module) -> str:
-    for name in ("embeddings", "embed_tokens"):
-        if hasattr(backbone, name):
-            return name
-    raise AttributeError(f"no embedding module on {type(backbone).__name__}")
-
-
 @contextlib.contextmanager
 def swapped(backbone: nn.Module, layers: list[nn.Module], states: torch.Tensor | None = None):
     """Run `backbone` with only `layers`, and (if given) `states` in place of the embeddings."""
     parent, attr, original_layers = find_layers(backbone)
-    embeddings_name = _embeddings_attr(backbone)
-    original_embeddings = getattr(backbone, embeddings_name)
+    embeddings_attr = embeddings_name(backbone)
+    original_embeddings = getattr(backbone, embeddings_attr)
     parent._modules[attr] = nn.ModuleList(layers)
     if states is not None:
-        backbone._modules[embeddings_name] = StatesInput(states)
+        backbone._modules[embeddings_attr] = StatesInput(states)
     try:
         yield
     finally:
         parent._modules[attr] = original_layers
-        backbone._modules[embeddings_name] = original_embeddings
+        backbone._modules[embeddings_attr] = original_embeddings
 
 
 def _backbone_kwargs(model, inputs: dict) -> dict:

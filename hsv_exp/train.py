@@ -131,11 +131,12 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 def _training_forward(model, train_data: Encoded, cfg: TrainConfig, collate: Collator, device: torch.device,
                       run_dir: Path | None, result: TrainResult):
-    """The training step's forward: full model, split at the window, or window-only over a cache."""
+    """The training step's forward (full model, split at the window, or window-only over a
+    cache) and the cache it reads, if any."""
     if not has_frozen_prefix(model):
-        return (lambda batch: model(**_inputs(batch, device))), 0.0
+        return (lambda batch: model(**_inputs(batch, device))), None
     if cfg.cache_frozen == "off":
-        return (lambda batch: split_forward(model, _inputs(batch, device))), 0.0
+        return (lambda batch: split_forward(model, _inputs(batch, device))), None
     started = time.perf_counter()
     lengths = [len(feature["input_ids"]) for feature in train_data.features]
     by_length = np.argsort(lengths, kind="stable")  # the cache stores examples unpadded: sorting only saves padding
@@ -149,8 +150,7 @@ def _training_forward(model, train_data: Encoded, cfg: TrainConfig, collate: Col
         states = cache.batch(batch["index"], batch["input_ids"].shape[1], device)
         return window_logits(model, inputs, states)
 
-    forward.cache = cache
-    return forward, seconds
+    return forward, cache
 
 
 def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskConfig, cfg: TrainConfig, seed: int,
@@ -194,7 +194,8 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
 
     global_step = (start_epoch - 1) * steps_per_epoch + start_step
     lengths = np.array([len(feature["input_ids"]) for feature in train_data.features])
-    forward, cache_seconds = _training_forward(model, train_data, cfg, collate, device, run_dir, result)
+    forward, cache = _training_forward(model, train_data, cfg, collate, device, run_dir, result)
+    cache_seconds = result.cache["build_s"] if result.cache else 0.0
     with ckpt.PreemptionHandler() as preemption:
         for epoch in range(start_epoch, cfg.epochs + 1):
             model.train()
@@ -233,8 +234,8 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
             log(record)
             losses = []
             save(epoch + 1, 0)
-    if result.cache is not None:
-        forward.cache.close()
+    if cache is not None:
+        cache.close()
     result.last = result.history[-1]
     result.best = max(result.history, key=lambda record: record[main_key])
     result.train_time_s = elapsed
