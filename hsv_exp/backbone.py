@@ -109,6 +109,14 @@ def embeddings_of(model: nn.Module) -> nn.Module:
     return getattr(model, embeddings_name(model))
 
 
+ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def encoder_inputs(batch: dict, accepts: set[str]) -> dict:
+    """The encoder's own inputs from a batch, minus those its forward does not take."""
+    return {key: batch[key] for key in ENCODER_INPUTS if batch.get(key) is not None and key in accepts}
+
+
 def forward_kwargs(model: nn.Module) -> set[str]:
     """Names the encoder's forward accepts (DistilBERT/RoBERTa-style models take no token_type_ids)."""
     return set(inspect.signature(model.forward).parameters)

@@ -46,7 +46,7 @@ from transformers import TrainerCallback
 
 from hsv_exp import data as data_lib
 from hsv_exp import variability
-from hsv_exp.backbone import find_layers, forward_kwargs, load_backbone, load_tokenizer, resolve_path
+from hsv_exp.backbone import encoder_inputs, find_layers, forward_kwargs, load_backbone, load_tokenizer, resolve_path
 from hsv_exp.classifier import LayerClassifier
 from hsv_exp.compute import accounting
 from hsv_exp.config import ModelConfig, SelectConfig, TaskConfig, TrainConfig, TuningConfig
@@ -179,7 +179,7 @@ def sync(device: torch.device) -> None:
 
 # ---------------------------------------------------------------- 1. inference
 def _inputs(batch: dict, device: torch.device, accepts: set[str]) -> dict:
-    return {key: batch[key].to(device) for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch and key in accepts}
+    return {key: value.to(device) for key, value in encoder_inputs(batch, accepts).items()}
 
 
 @torch.inference_mode()

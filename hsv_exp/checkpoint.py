@@ -9,19 +9,17 @@ whoever handled it before (submitit requeues the job), or exits.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
 
 import torch
 
+from hsv_exp.atomic import write_atomic
+
 
 def atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def load(path: Path) -> dict | None:

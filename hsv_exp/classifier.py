@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hsv_exp.backbone import find_layers, forward_kwargs
+from hsv_exp.backbone import encoder_inputs, find_layers, forward_kwargs
 from hsv_exp.pooling import pool, token_mask
 from hsv_exp.selection import Selection
 from hsv_exp.truncation import freeze_all, frozen_modules, truncate
@@ -45,10 +45,8 @@ class LayerClassifier(nn.Module):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, special_tokens_mask: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, seq) ids -> (batch, d) pooled state of the head layer."""
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None and "token_type_ids" in self._accepts:
-            kwargs["token_type_ids"] = token_type_ids
-        hidden = self.backbone(**kwargs).last_hidden_state
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        hidden = self.backbone(**encoder_inputs(inputs, self._accepts)).last_hidden_state
         return pool(hidden, token_mask(attention_mask, special_tokens_mask), self.pooling)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, special_tokens_mask: torch.Tensor | None = None,

@@ -6,7 +6,6 @@ failed.json into its run dir and returns, so the rest of the sweep goes on.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import traceback
@@ -20,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from hsv_exp.checkpoint import Preempted
 from hsv_exp.config import register_configs, to_objects
 from hsv_exp.errors import HsvError
-from hsv_exp.run import identity, run, write_json_atomic
+from hsv_exp.atomic import write_json_atomic
+from hsv_exp.run import identity, run
 
 log = logging.getLogger("hsv_exp")
 register_configs()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hsv_exp.backbone import embeddings_name, find_layers
+from hsv_exp.backbone import embeddings_name, encoder_inputs, find_layers
 from hsv_exp.pooling import pool, token_mask
 
 
@@ -53,10 +53,6 @@ def swapped(backbone: nn.Module, layers: list[nn.Module], states: torch.Tensor |
         backbone._modules[embeddings_attr] = original_embeddings
 
 
-def _backbone_kwargs(model, inputs: dict) -> dict:
-    return {key: inputs[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in inputs and key in model._accepts}
-
-
 def has_frozen_prefix(model) -> bool:
     """True when something below the window is frozen (select=all has nothing to split off)."""
     return not model.selection.tune_embeddings
@@ -67,7 +63,7 @@ def prefix_states(model, inputs: dict) -> torch.Tensor:
     first_window = min(model.selection.tuned_layers)
     frozen = list(model.layers)[: first_window - 1]
     with torch.inference_mode(), swapped(model.backbone, frozen):
-        return model.backbone(**_backbone_kwargs(model, inputs)).last_hidden_state
+        return model.backbone(**encoder_inputs(inputs, model._accepts)).last_hidden_state
 
 
 def window_logits(model, inputs: dict, states: torch.Tensor) -> torch.Tensor:
@@ -75,7 +71,7 @@ def window_logits(model, inputs: dict, states: torch.Tensor) -> torch.Tensor:
     first_window = min(model.selection.tuned_layers)
     window = list(model.layers)[first_window - 1:]
     with swapped(model.backbone, window, states.clone() if states.is_inference() else states):
-        hidden = model.backbone(**_backbone_kwargs(model, inputs)).last_hidden_state
+        hidden = model.backbone(**encoder_inputs(inputs, model._accepts)).last_hidden_state
     pooled = pool(hidden, token_mask(inputs["attention_mask"], inputs.get("special_tokens_mask")), model.pooling)
     return model.head(model.dropout(pooled))
 

@@ -18,12 +18,12 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable
 
+from hsv_exp.atomic import write_atomic
 from hsv_exp.errors import DataError, HsvError
 
 METRICS, FAILED, VARIABILITY = "metrics.json", "failed.json", "variability.json"
@@ -428,19 +428,6 @@ def robustness_markdown(curves: list[Curve], tasks: list[str]) -> str:
 
 
 # ---------------------------------------------------------------- writing
-
-
-def write_atomic(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
-    """Write through a temporary file in the same folder, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": "", "encoding": "utf-8"})) as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_text(path: Path, text: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import replace
@@ -22,6 +21,7 @@ import torch
 
 from hsv_exp import data as data_lib
 from hsv_exp import variability
+from hsv_exp.atomic import write_json_atomic
 from hsv_exp.backbone import forward_kwargs, load_backbone, load_tokenizer, num_layers
 from hsv_exp.classifier import LayerClassifier
 from hsv_exp.compute import accounting
@@ -36,12 +36,6 @@ log = logging.getLogger("hsv_exp")
 
 # Keys that do not change what a run computes (so a changed value may resume the same run).
 NON_SEMANTIC = ("logger", "dry_run", "resume", "tags", "study")
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
 
 
 def config_fingerprint(config: dict) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hsv_exp.backbone import encoder_inputs
 from hsv_exp.errors import DataError
 from hsv_exp.pooling import pool, token_mask
 
@@ -122,8 +123,7 @@ def direct_scores(states: torch.Tensor, classes: torch.Tensor, metric: str = "va
 @torch.inference_mode()
 def pooled_layer_states(backbone, batch: dict[str, torch.Tensor], pooling: str, accepts: set[str]) -> torch.Tensor:
     """One forward pass -> (L+1, batch, d) pooled states of the embedding output and every layer."""
-    kwargs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch and key in accepts}
-    hidden_states = backbone(**kwargs, output_hidden_states=True).hidden_states
+    hidden_states = backbone(**encoder_inputs(batch, accepts), output_hidden_states=True).hidden_states
     mask = token_mask(batch["attention_mask"], batch.get("special_tokens_mask"))
     return torch.stack([pool(hidden, mask, pooling) for hidden in hidden_states])
 
