@@ -44,9 +44,10 @@ def execute(cfg: DictConfig) -> float | None:
             print(f"[dry-run] {run_dir}\n{OmegaConf.to_yaml(config_dict)}", flush=True)
             return None
         _quiet_libraries()
-        # A sweep's W&B runs share one wandb dir, so `wandb leet multirun/<study>/wandb` browses them together.
-        wandb_dir = Path(HydraConfig.get().sweep.dir) if multirun else run_dir
-        metrics = run(objects, config_dict, run_dir, wandb_dir=wandb_dir)
+        # A sweep's runs share its dir: one wandb dir (`wandb leet multirun/<study>/wandb` browses them
+        # together), one scan per distinct scanned data set, and the registry of equivalent runs.
+        sweep_dir = Path(HydraConfig.get().sweep.dir) if multirun else None
+        metrics = run(objects, config_dict, run_dir, sweep_dir=sweep_dir)
         if objects.stage == "scan":
             return None
         return float(metrics["best"][metrics["optimized_metric"]])

@@ -102,6 +102,12 @@ class ScanConfig:
     # (e.g. 0.9 = a 90/10 split for binary tasks). None = natural class frequencies.
     majority_fraction: Optional[float] = None
     always: bool = False  # scan even when the selection does not read the metric (for logging)
+    # Scan the whole train split even when task.max_train_examples subsamples what training sees:
+    # the scan is one forward pass, and l* moves with the amount of data scanned (results/robustness).
+    full_split: bool = False
+    # Scans are kept here by content key (model, metric, exact examples), so a scan is computed once
+    # however many runs and sweeps read it. None = <sweep dir>/scans in a multirun, off for a single run.
+    cache_dir: Optional[str] = None
 
 
 @dataclass
@@ -209,6 +215,10 @@ class Config:
     tags: list[str] = field(default_factory=list)
     study: Optional[str] = None  # sweep/study name; used as the W&B group
     resume: bool = True  # re-running into a run dir with a checkpoint continues from it
+    # In a sweep, a run whose resolved layers equal those of a completed run of the same sweep
+    # (e.g. variability picking the top layer, so var_k2 == top_k2) reuses its results, marked
+    # `reused_from`, instead of training the identical model again.
+    reuse_equivalent_runs: bool = True
 
     def __post_init__(self) -> None:
         if self.stage not in ("scan", "train", "all"):

@@ -8,6 +8,7 @@ with a checkpoint resumes from it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -35,12 +36,13 @@ from hsv_exp.tuning import METHODS
 log = logging.getLogger("hsv_exp")
 
 # Keys that do not change what a run computes (so a changed value may resume the same run).
-NON_SEMANTIC = ("logger", "dry_run", "resume", "tags", "study")
+NON_SEMANTIC = ("logger", "dry_run", "resume", "tags", "study", "reuse_equivalent_runs")
 
 
 def config_fingerprint(config: dict) -> str:
     semantic = {key: value for key, value in config.items() if key not in NON_SEMANTIC}
     semantic["train"] = {key: value for key, value in semantic.get("train", {}).items() if key not in ("log_every_steps", "num_threads", "device")}
+    semantic["scan"] = {key: value for key, value in semantic.get("scan", {}).items() if key != "cache_dir"}
     return hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -56,8 +58,9 @@ def run_name(cfg: Config) -> str:
 
 
 # ---------------------------------------------------------------- data
-def load_data(cfg: Config, tokenizer) -> tuple[data_lib.Split, dict[str, data_lib.Split]]:
-    train_split = data_lib.load_split(cfg.task, cfg.task.train_split)
+def load_data(cfg: Config) -> tuple[data_lib.Split, data_lib.Split, dict[str, data_lib.Split]]:
+    """(whole train split, the train examples training uses, eval splits)."""
+    full_train = train_split = data_lib.load_split(cfg.task, cfg.task.train_split)
     if cfg.task.max_train_examples:
         classes = data_lib.class_ids(train_split.labels, cfg.task)
         train_split = train_split.subset(data_lib.stratified_subsample(classes, cfg.task.max_train_examples, cfg.seed))
@@ -67,23 +70,45 @@ def load_data(cfg: Config, tokenizer) -> tuple[data_lib.Split, dict[str, data_li
         if cfg.task.max_eval_examples and len(split) > cfg.task.max_eval_examples:
             split = split.subset(np.arange(cfg.task.max_eval_examples))  # the first N, the same for every seed
         eval_splits[name] = split
-    return train_split, eval_splits
+    return full_train, train_split, eval_splits
 
 
 # ---------------------------------------------------------------- scan
-def run_scan(cfg: Config, backbone, tokenizer, train_split: data_lib.Split, device: torch.device, run_dir: Path) -> dict:
+def scan_key(cfg: Config, split: data_lib.Split, classes: np.ndarray) -> str:
+    """What a scan's result depends on: the model, the metric, the tokenization length and the
+    exact examples and classes scanned (hashed by content, so any two runs that scan the same
+    data share one result)."""
+    digest = hashlib.sha256()
+    model = dataclasses.asdict(cfg.model) | ({"seed": cfg.seed} if cfg.model.random_init else {})
+    digest.update(json.dumps([model, cfg.metric.name, cfg.metric.pooling, cfg.train.max_length], sort_keys=True).encode())
+    digest.update(json.dumps(split.texts).encode())
+    digest.update(np.ascontiguousarray(classes).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def run_scan(cfg: Config, backbone, tokenizer, train_split: data_lib.Split, device: torch.device, run_dir: Path,
+             sweep_dir: Path | None = None) -> dict:
+    """nu per layer on the train data, written to <run_dir>/variability.json. Scans are also kept by
+    content key in scan.cache_dir (default <sweep_dir>/scans/ in a sweep): each distinct scan runs once."""
     path = run_dir / "variability.json"
     settings = {"max_examples": cfg.scan.max_examples, "majority_fraction": cfg.scan.majority_fraction,
-                "scan_seed": cfg.scan.seed, "metric": cfg.metric.name, "pooling": cfg.metric.pooling}
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        if all(previous.get(key) == value for key, value in settings.items()) and previous.get("model") == cfg.model.name:
-            log.info("variability scan: reusing %s", path)
-            return previous
+                "scan_seed": cfg.scan.seed, "full_split": cfg.scan.full_split, "metric": cfg.metric.name,
+                "pooling": cfg.metric.pooling}
     classes = data_lib.class_ids(train_split.labels, cfg.task)
     if cfg.scan.max_examples or cfg.scan.majority_fraction:
         indices = data_lib.stratified_subsample(classes, cfg.scan.max_examples, cfg.scan.seed, cfg.scan.majority_fraction)
         train_split, classes = train_split.subset(indices), classes[indices]
+    key = scan_key(cfg, train_split, classes)
+    cache_dir = Path(cfg.scan.cache_dir) if cfg.scan.cache_dir else (sweep_dir / "scans" if sweep_dir is not None else None)
+    for cached in (path, *([cache_dir / f"{key}.json"] if cache_dir is not None else [])):
+        if cached.is_file():
+            previous = json.loads(cached.read_text())
+            if previous.get("scan_key") == key:
+                log.info("variability scan: reusing %s", cached)
+                result = {**previous, **identity(cfg), **settings}
+                if cached != path:
+                    write_json_atomic(path, result)
+                return result
     class_values = np.unique(classes)
     if cfg.task.is_regression:
         class_names = [f"{value * cfg.task.regression_bin_width:g}" for value in class_values]
@@ -95,15 +120,17 @@ def run_scan(cfg: Config, backbone, tokenizer, train_split: data_lib.Split, devi
     class_index = {value: index for index, value in enumerate(class_values)}
     dense_classes = torch.tensor([class_index[value] for value in classes])
     encoded = data_lib.encode(tokenizer, train_split, cfg.train.max_length)
-    batches = data_lib.loader(encoded, cfg.scan.batch_size, tokenizer.pad_token_id)
+    batches = data_lib.loader(encoded, cfg.scan.batch_size, tokenizer.pad_token_id, by_length=True)
     scores, info = variability.scan(
         backbone.to(device), batches, lambda batch: dense_classes[batch["index"].cpu()], len(class_values),
         cfg.metric.pooling, cfg.metric.name, device, forward_kwargs(backbone), progress=sys.stderr.isatty(),
     )
     result = {**identity(cfg), **settings, "layers": list(range(len(scores))), "scores": scores,
               "num_examples": len(train_split), "class_counts": dict(zip(class_names, info["class_counts"])),
-              "scan_seconds": info["scan_seconds"]}
+              "scan_seconds": info["scan_seconds"], "scan_key": key}
     write_json_atomic(path, result)
+    if cache_dir is not None:
+        write_json_atomic(cache_dir / f"{key}.json", result)
     return result
 
 
@@ -122,9 +149,51 @@ def print_scan(scan: dict, selection: Selection | None) -> None:
     log.info("\n".join(lines))
 
 
+def log_summary(tracker, metrics: dict) -> None:
+    tracker.summary({f"best/{key}": value for key, value in metrics["best"].items()})
+    tracker.summary({f"last/{key}": value for key, value in metrics["last"].items()})
+    tracker.summary({f"compute/{key}": value for key, value in metrics["compute"].items() if not isinstance(value, list)})
+
+
+# ---------------------------------------------------------------- equivalent runs
+def equivalent_key(config_dict: dict, selection: Selection) -> str:
+    """Two runs with the same key train the same model on the same data with the same seed: the
+    config minus how the layers were chosen (select, scan), plus the layers that were chosen."""
+    semantic = {key: value for key, value in config_dict.items() if key not in (*NON_SEMANTIC, "select", "scan")}
+    semantic["train"] = {key: value for key, value in semantic.get("train", {}).items() if key not in ("log_every_steps", "num_threads", "device")}
+    semantic["layers"] = [selection.head_layer, list(selection.tuned_layers), selection.tune_embeddings]
+    return hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def reuse_equivalent(cfg: Config, registry: Path, sweep_dir: Path, run_dir: Path, fingerprint: str, config_dict: dict,
+                     selection: Selection, tracker) -> dict | None:
+    """The results of a completed equivalent run of this sweep, re-labelled as this run's; None if none."""
+    if not registry.is_file():
+        return None
+    relative = json.loads(registry.read_text())["run_dir"]
+    source = sweep_dir / relative
+    source_metrics = source / "metrics.json"
+    if source.resolve() == run_dir.resolve() or not source_metrics.is_file():
+        return None
+    previous = json.loads(source_metrics.read_text())
+    if previous.get("status") != "complete":
+        return None
+    metrics = {**previous, "status": "complete", **identity(cfg), "fingerprint": fingerprint,
+               "head_layer": selection.head_layer, "tuned_layers": list(selection.tuned_layers),
+               "reused_from": relative, "config": config_dict}
+    tracker.summary({"head_layer": selection.head_layer, "reused": True})
+    log_summary(tracker, metrics)
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    log.info("same layers, data and seed as the completed run %s: reusing its results (reuse_equivalent_runs=false to train again)", source)
+    return metrics
+
+
 # ---------------------------------------------------------------- the run
-def run(cfg: Config, config_dict: dict, run_dir: Path, job_type: str | None = None, wandb_dir: Path | None = None) -> dict:
-    """Execute `cfg` in `run_dir`; returns the metrics dict (also written to metrics.json)."""
+def run(cfg: Config, config_dict: dict, run_dir: Path, job_type: str | None = None, sweep_dir: Path | None = None) -> dict:
+    """Execute `cfg` in `run_dir`; returns the metrics dict (also written to metrics.json).
+
+    `sweep_dir` (set in a multirun) is shared by the sweep's runs: their W&B runs, scans and the
+    registry of equivalent runs live there."""
     run_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = config_fingerprint(config_dict)
     metrics_path = run_dir / "metrics.json"
@@ -144,11 +213,11 @@ def run(cfg: Config, config_dict: dict, run_dir: Path, job_type: str | None = No
         torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.train.device)
-    tracker = make_tracker(cfg.logger, wandb_dir or run_dir, config_dict, run_name(cfg), cfg.logger.group or cfg.study,
+    tracker = make_tracker(cfg.logger, sweep_dir or run_dir, config_dict, run_name(cfg), cfg.logger.group or cfg.study,
                            [*cfg.logger.tags, *cfg.tags, f"task:{cfg.task.name}", f"model:{cfg.model.name}",
                             f"tuning:{cfg.tuning.name}", f"select:{cfg.select.name}"], job_type or cfg.stage)
     try:
-        result = _run(cfg, run_dir, device, tracker, fingerprint, config_dict)
+        result = _run(cfg, run_dir, device, tracker, fingerprint, config_dict, sweep_dir)
     except BaseException:
         tracker.finish(exit_code=1)
         raise
@@ -156,15 +225,17 @@ def run(cfg: Config, config_dict: dict, run_dir: Path, job_type: str | None = No
     return result
 
 
-def _run(cfg: Config, run_dir: Path, device: torch.device, tracker, fingerprint: str, config_dict: dict) -> dict:
+def _run(cfg: Config, run_dir: Path, device: torch.device, tracker, fingerprint: str, config_dict: dict,
+         sweep_dir: Path | None) -> dict:
     tokenizer = load_tokenizer(cfg.model)
     backbone = load_backbone(cfg.model, seed=cfg.seed)
     total_layers = num_layers(backbone)
-    train_split, eval_splits = load_data(cfg, tokenizer)
+    full_train, train_split, eval_splits = load_data(cfg)
 
     scan = None
     if cfg.stage == "scan" or cfg.select.name == "variability" or cfg.scan.always:
-        scan = run_scan(cfg, backbone, tokenizer, train_split, device, run_dir)
+        scan_split = full_train if cfg.scan.full_split else train_split
+        scan = run_scan(cfg, backbone, tokenizer, scan_split, device, run_dir, sweep_dir)
         tracker.log_variability(scan["scores"], None, cfg.metric.name)
     if cfg.stage == "scan":
         print_scan(scan, None)
@@ -176,6 +247,12 @@ def _run(cfg: Config, run_dir: Path, device: torch.device, tracker, fingerprint:
         tracker.summary({"head_layer": selection.head_layer})
     log.info("selection %s: head on layer %d of %d, tuned layers %s (%s)", cfg.select.name, selection.head_layer,
              total_layers, list(selection.tuned_layers), selection.rule)
+    registry = None
+    if sweep_dir is not None and cfg.reuse_equivalent_runs:
+        registry = sweep_dir / "equivalent" / f"{equivalent_key(config_dict, selection)}.json"
+        reused = reuse_equivalent(cfg, registry, sweep_dir, run_dir, fingerprint, config_dict, selection, tracker)
+        if reused is not None:
+            return reused
 
     total_params_full = sum(parameter.numel() for parameter in backbone.parameters())
     torch.manual_seed(cfg.seed)  # the head's init depends on the seed only
@@ -219,10 +296,10 @@ def _run(cfg: Config, run_dir: Path, device: torch.device, tracker, fingerprint:
         "resumed_from": result.resumed_from, "num_train_examples": len(train_split),
         "config": config_dict,
     }
-    tracker.summary({f"best/{key}": value for key, value in result.best.items()})
-    tracker.summary({f"last/{key}": value for key, value in result.last.items()})
-    tracker.summary({f"compute/{key}": value for key, value in compute.items() if not isinstance(value, list)})
+    log_summary(tracker, metrics)
     write_json_atomic(run_dir / "metrics.json", metrics)
+    if registry is not None:
+        write_json_atomic(registry, {"run_dir": str(run_dir.resolve().relative_to(sweep_dir.resolve()))})
     log.info("dev %s: best %.4f (epoch %d), last %.4f | training FLOPs %.1f%% of full fine-tuning (saving %.1f%%), "
              "inference FLOPs saving %.1f%% | trainable %d of %d params | %.1fs, peak %.0f MB",
              cfg.task.main_metric, result.best[main_key], result.best["epoch"], result.last[main_key],

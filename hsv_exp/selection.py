@@ -1,15 +1,20 @@
 """Per-layer scores -> which layer gets the classifier and which layers are tuned.
 
 Layers are numbered as in the paper: 0 is the embedding output, 1..L the transformer layers.
-The tuned window is always the k layers ending at the head layer: head-k+1 .. head.
+The tuned window is the k layers ending at the head layer: head-k+1 .. head. A head chosen by
+the user (top, manual) with k > head is a config error; a head chosen by variability can land
+below k, and then the window is every layer up to it (1 .. head), with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from hsv_exp.config import SelectConfig
 from hsv_exp.errors import ConfigError
+
+log = logging.getLogger("hsv_exp")
 
 
 @dataclass(frozen=True)
@@ -61,4 +66,7 @@ def select_layers(cfg: SelectConfig, num_layers: int, scores: list[float] | None
             raise ConfigError(f"got {len(scores)} layer scores for a {num_layers}-layer model (expected {num_layers + 1})")
         head = pick_head_layer(scores, cfg.rule, cfg.tolerance)
         rule = f"variability/{cfg.rule}"
+        if cfg.k > head:
+            log.warning("variability put the head on layer %d, below select.k=%d: tuning layers 1..%d", head, cfg.k, head)
+            return Selection(head, window(head, head), num_layers, rule=f"{rule}, window clipped to {head}", scores=tuple(scores))
     return Selection(head, window(head, cfg.k), num_layers, rule=rule, scores=tuple(scores or ()))

@@ -89,11 +89,14 @@ def evaluate(model, encoded: Encoded, task: TaskConfig, cfg: TrainConfig, collat
              prefix: str) -> dict[str, float]:
     model.eval()
     outputs = []
-    order = np.arange(len(encoded))
+    # Batches of similar length (little padding); the logits go back to example order below.
+    order = np.argsort([len(feature["input_ids"]) for feature in encoded.features], kind="stable")
     for batch in _batches(encoded, cfg.eval_batch_size, collate, order):
         with _autocast(device, cfg.amp):
             outputs.append(model(**_inputs(batch, device)).float().cpu())
-    logits = torch.cat(outputs)
+    sorted_logits = torch.cat(outputs)
+    logits = torch.empty_like(sorted_logits)
+    logits[torch.from_numpy(order)] = sorted_logits
     predictions = logits.squeeze(-1).numpy() if task.is_regression else logits.argmax(-1).numpy()
     scores = glue_metrics.compute(task.metrics, predictions, encoded.labels)
     return {f"{prefix}/{name}": value for name, value in scores.items()}

@@ -41,12 +41,19 @@ def test_top_all_manual():
     assert (manual.head_layer, manual.tuned_layers, manual.frozen_layers) == (3, (1, 2, 3), ())
 
 
+def test_variability_head_below_k_clips_the_window():
+    # A data-chosen head can land below k: tune every layer up to it rather than fail the run.
+    scores = [9.0, 1.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    selection = select_layers(SelectConfig(name="variability", k=3), 6, scores)
+    assert (selection.head_layer, selection.tuned_layers, selection.tune_embeddings) == (1, (1,), False)
+    assert "clipped" in selection.rule
+
+
 @pytest.mark.parametrize("cfg, scores, message", [
     (SelectConfig(name="manual", head_layer=2, k=3), None, "larger than the head layer"),
     (SelectConfig(name="manual", head_layer=7, k=1), None, "outside 1..6"),
     (SelectConfig(name="variability", k=1), None, "needs a variability scan"),
     (SelectConfig(name="variability", k=1), [1.0, 2.0], "expected 7"),
-    (SelectConfig(name="variability", k=5), SCORES, "larger than the head layer"),
 ])
 def test_bad_selections_fail_clearly(cfg, scores, message):
     with pytest.raises(ConfigError, match=message):
