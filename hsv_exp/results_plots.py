@@ -62,22 +62,40 @@ def variability_figure(curves: list[Curve]) -> Figure:
     return figure
 
 
+SELECT_MARKERS = {"all": "s", "top": "v", "variability": "o", "manual": "D"}
+
+
 def score_vs_compute_figure(conditions: list[Condition]) -> Figure:
-    """Best-epoch main dev score (x100, mean +- sample std over seeds) vs training FLOPs % of full FT."""
+    """Best-epoch main dev score (x100, mean +- sample std over seeds) vs training FLOPs % of full FT.
+
+    One point per condition: colour = tuning method, marker = selection, the number beside it = k.
+    """
     tasks = sorted({c.task for c in conditions})
     figure, axes = _grid(len(tasks), width=5.0, height=4.0)
+    methods = sorted({(c.model, c.tuning) for c in conditions})
+    colours = {method: f"C{index % 10}" for index, method in enumerate(methods)}
     for task, ax in zip(tasks, axes):
+        shown = set()
         for condition in (c for c in conditions if c.task == task):
             fraction = condition.compute_mean("train_flops_fraction")
             scores = [100 * s for s in condition.scores("best")]
             error = statistics.stdev(scores) if len(scores) > 1 else 0.0
-            ax.errorbar([100 * fraction if fraction is not None else math.nan], [statistics.fmean(scores)],
-                        yerr=[error], marker="o", capsize=3, linestyle="none",
-                        label=f"{condition.label()} (n={len(scores)})")
+            x, y = (100 * fraction if fraction is not None else math.nan), statistics.fmean(scores)
+            select = condition.select.split(" ")[0]
+            method = (condition.model, condition.tuning)
+            label = None
+            if (method, select) not in shown:
+                shown.add((method, select))
+                label = f"{condition.tuning} · {select}" + (f" ({condition.model})" if len({m for m, _ in methods}) > 1 else "")
+            ax.errorbar([x], [y], yerr=[error], marker=SELECT_MARKERS.get(select, "x"), color=colours[method],
+                        capsize=3, linestyle="none", markersize=6, label=label, alpha=0.85)
+            if condition.k != "—":
+                ax.annotate(condition.k, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6, color=colours[method])
         ax.set(title=task, xlabel="training FLOPs (% of full fine-tuning)", ylabel="best-epoch dev score ×100",
                xlim=(0, 105))  # the whole range, so savings read the same in every panel
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
+    figure.suptitle("score vs training compute (mean ± std over seeds; number = k layers tuned)")
     return figure
 
 

@@ -161,20 +161,22 @@ def test_summary_mean_std_and_failed_runs(runs_root: Path, tmp_path: Path) -> No
 
     rte = _table_rows(summary, "rte")
     var = _row(rte, "minilm", "full", "variability", "argmin", "2")
-    assert var[5:9] == ["4", "3", _expected(RTE_VARIABILITY, 0), _expected(RTE_VARIABILITY, 1)]
-    assert var[9:] == ["3,548,930", "44.0%", "67.0%", "31.0"]  # train time: mean of 30, 31, 32
+    assert var[5:10] == ["4", "3", "0", _expected(RTE_VARIABILITY, 0), _expected(RTE_VARIABILITY, 1)]
+    assert var[10:] == ["3,548,930", "44.0%", "67.0%", "31.0"]  # train time: mean of 30, 31, 32
     full = _row(rte, "minilm", "full", "all", "—", "—")
-    assert full[5:10] == ["6", "2", _expected(RTE_ALL, 0), _expected(RTE_ALL, 1), f"{FULL_FT_PARAMS:,}"]
-    assert full[10] == "100.0%"
+    assert full[5:11] == ["6", "2", "0", _expected(RTE_ALL, 0), _expected(RTE_ALL, 1), f"{FULL_FT_PARAMS:,}"]
+    assert full[11] == "100.0%"
     lora = _row(rte, "minilm", "lora", "variability", "argmin", "1")
-    assert lora[6:9] == ["1", "57.00 ± —", "55.00 ± —"]
+    assert lora[6:10] == ["1", "0", "57.00 ± —", "55.00 ± —"]
     mrpc = _row(_table_rows(summary, "mrpc"), "minilm", "full", "variability", "argmin", "2")
-    assert mrpc[7] == _expected(MRPC_F1, 0)
+    assert mrpc[8] == _expected(MRPC_F1, 0)
     mnli = _row(_table_rows(summary, "mnli"), "minilm", "full", "top", "—", "2")
-    assert mnli[7] == _expected(MNLI, 0)
+    assert mnli[8] == _expected(MNLI, 0)
     assert "`dev_matched/accuracy`" in summary
 
-    assert "scan minilm (variability, mean pooling; all examples, natural classes): ℓ* = 4 of L = 6 (1 scan)" in summary
+    # RTE_SCORES: min 2.9 at layer 4; layer 3 (3.1) is within 10% of it but not within 5%.
+    assert ("scan minilm (variability, mean pooling; all examples, natural classes): ℓ* = 4 of L = 6 by argmin; "
+            "by the tolerance rule 4 within 5%, 3 within 10% of the minimum (1 scan)") in summary
     failed_section = summary.split("## Failed runs\n", 1)[1].split("\n## ", 1)[0]
     assert "rte_failed" in failed_section and FAILED_ERROR in failed_section and "tuning=prefix" in failed_section
     assert "rte_incomplete" in summary.split("## Incomplete runs\n", 1)[1]
@@ -250,3 +252,42 @@ def test_mixed_configs_in_one_condition_are_flagged(tmp_path: Path) -> None:
 
 def test_head_layer_ignores_embeddings() -> None:
     assert head_layer_of([0, 1, 2, 3], [0.1, 5.0, 2.0, 2.0]) == 2
+
+
+def test_claims_pair_seeds_and_mark_equal_layers(tmp_path: Path) -> None:
+    root = tmp_path / "multirun"
+    var = {0: 0.70, 1: 0.66, 2: 0.71}
+    top = {0: 0.65, 1: 0.67, 2: 0.68}
+    whole = {0: 0.72, 1: 0.70}
+    for seed in range(3):
+        _write(root / f"var{seed}" / "metrics.json", _metrics("rte", "full", "variability", 2, seed, var[seed], var[seed],
+                                                               head_layer=4, train_fraction=0.3))
+        _write(root / f"var{seed}" / "variability.json", _scan("rte", RTE_SCORES))
+        _write(root / f"top{seed}" / "metrics.json", _metrics("rte", "full", "top", 2, seed, top[seed], top[seed],
+                                                               head_layer=6, train_fraction=0.35))
+        # adapters: variability picked the top layers -> a reused copy of the top run
+        _write(root / f"avar{seed}" / "metrics.json", _metrics("rte", "adapter", "variability", 2, seed, 0.6, 0.6,
+                                                                head_layer=6, reused_from=f"atop{seed}"))
+        _write(root / f"atop{seed}" / "metrics.json", _metrics("rte", "adapter", "top", 2, seed, 0.6, 0.6, head_layer=6))
+    for seed, score in whole.items():
+        _write(root / f"all{seed}" / "metrics.json", _metrics("rte", "full", "all", 2, seed, score, score, head_layer=6,
+                                                               train_fraction=1.0))
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Findings\n\nHand-written.\n")
+    aggregate([root], tmp_path / "out", notes=notes)
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "## Findings\n\nHand-written." in summary and "--notes" in summary
+    claim1 = summary.split("### Claim 1", 1)[1].split("###", 1)[0]
+    deltas = [100 * (var[s] - top[s]) for s in range(3)]
+    expected = f"{statistics.fmean(deltas):+.2f} ± {statistics.stdev(deltas):.2f}"
+    assert f"| rte | minilm | full | 2 | 4 (3,4) | {_expected({s: (var[s], 0) for s in var}, 0)} " in claim1
+    assert f"| {expected} | 2/1 | 30.0% / 35.0% |" in claim1
+    assert "| rte | minilm | adapter | 2 | 6 (5,6) = top |" in claim1 and "| +0.00 ± 0.00 | 0/0 |" in claim1
+    assert "rte: mean Δ" in claim1 and "over 1 (tuning, k) cells, var higher in 1" in claim1
+    claim2 = summary.split("### Claim 2", 1)[1].split("###", 1)[0]
+    paired = [100 * (var[s] - whole[s]) for s in (0, 1)]  # seed 2 has no whole-model run
+    assert f"| {statistics.fmean(paired):+.2f} ± {statistics.stdev(paired):.2f} (k=2) | 30.0% |" in claim2
+    adapter_rows = [line for line in _table_rows(summary, "rte") if line[1] == "adapter" and line[2] == "variability"]
+    assert adapter_rows[0][7] == "3"  # reused column
+    claim3 = summary.split("### Claim 3", 1)[1]
+    assert "| rte | minilm | 2490 | 12.3 |" in claim3 and "| 4 | 4 | 3 |" in claim3
