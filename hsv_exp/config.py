@@ -177,6 +177,9 @@ class TrainConfig:
     cache_memory_budget_mb: int = 2048
     num_threads: Optional[int] = None  # torch CPU threads; None = torch default
     log_every_steps: int = 0  # >0: log and print the step loss every N optimizer steps
+    # checkpoint/last.pt (trainable weights, optimizer, RNG) is deleted once metrics.json is written:
+    # a complete run is never resumed. true keeps it, e.g. to reuse the tuned weights.
+    keep_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:

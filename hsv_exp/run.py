@@ -37,11 +37,12 @@ log = logging.getLogger("hsv_exp")
 
 # Keys that do not change what a run computes (so a changed value may resume the same run).
 NON_SEMANTIC = ("logger", "dry_run", "resume", "tags", "study", "reuse_equivalent_runs")
+TRAIN_NON_SEMANTIC = ("log_every_steps", "num_threads", "device", "keep_checkpoint")
 
 
 def config_fingerprint(config: dict) -> str:
     semantic = {key: value for key, value in config.items() if key not in NON_SEMANTIC}
-    semantic["train"] = {key: value for key, value in semantic.get("train", {}).items() if key not in ("log_every_steps", "num_threads", "device")}
+    semantic["train"] = {key: value for key, value in semantic.get("train", {}).items() if key not in TRAIN_NON_SEMANTIC}
     semantic["scan"] = {key: value for key, value in semantic.get("scan", {}).items() if key != "cache_dir"}
     return hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -160,7 +161,7 @@ def equivalent_key(config_dict: dict, selection: Selection) -> str:
     """Two runs with the same key train the same model on the same data with the same seed: the
     config minus how the layers were chosen (select, scan), plus the layers that were chosen."""
     semantic = {key: value for key, value in config_dict.items() if key not in (*NON_SEMANTIC, "select", "scan")}
-    semantic["train"] = {key: value for key, value in semantic.get("train", {}).items() if key not in ("log_every_steps", "num_threads", "device")}
+    semantic["train"] = {key: value for key, value in semantic.get("train", {}).items() if key not in TRAIN_NON_SEMANTIC}
     semantic["layers"] = [selection.head_layer, list(selection.tuned_layers), selection.tune_embeddings]
     return hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -300,6 +301,10 @@ def _run(cfg: Config, run_dir: Path, device: torch.device, tracker, fingerprint:
     write_json_atomic(run_dir / "metrics.json", metrics)
     if registry is not None:
         write_json_atomic(registry, {"run_dir": str(run_dir.resolve().relative_to(sweep_dir.resolve()))})
+    if not cfg.train.keep_checkpoint:
+        (run_dir / "checkpoint" / "last.pt").unlink(missing_ok=True)
+        if (run_dir / "checkpoint").is_dir() and not any((run_dir / "checkpoint").iterdir()):
+            (run_dir / "checkpoint").rmdir()
     log.info("dev %s: best %.4f (epoch %d), last %.4f | training FLOPs %.1f%% of full fine-tuning (saving %.1f%%), "
              "inference FLOPs saving %.1f%% | trainable %d of %d params | %.1fs, peak %.0f MB",
              cfg.task.main_metric, result.best[main_key], result.best["epoch"], result.last[main_key],

@@ -120,6 +120,7 @@ def test_sigterm_at_a_random_step_then_resume_gives_identical_metrics(tmp_path):
     ours = json.loads((tmp_path / "run" / "metrics.json").read_text())
     theirs = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     assert ours["resumed_from"] is not None
+    assert not (tmp_path / "run" / "checkpoint").exists()  # a complete run needs no checkpoint (train.keep_checkpoint)
     assert comparable(ours) == comparable(theirs), f"killed at step {kill_at}"
 
 
