@@ -7,6 +7,7 @@ a generator seeded with (seed, e), so a resumed run replays exactly the batches 
 from __future__ import annotations
 
 import math
+import shutil
 import resource
 import time
 from dataclasses import dataclass, field
@@ -86,14 +87,16 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch
 
 @torch.no_grad()
 def evaluate(model, encoded: Encoded, task: TaskConfig, cfg: TrainConfig, collate: Collator, device: torch.device,
-             prefix: str) -> dict[str, float]:
+             prefix: str, forward=None) -> dict[str, float]:
+    """Metrics of `model` on `encoded`; `forward(batch)` replaces the plain forward (e.g. over a cache)."""
     model.eval()
+    forward = forward or (lambda batch: model(**_inputs(batch, device)))
     outputs = []
     # Batches of similar length (little padding); the logits go back to example order below.
     order = np.argsort([len(feature["input_ids"]) for feature in encoded.features], kind="stable")
     for batch in _batches(encoded, cfg.eval_batch_size, collate, order):
         with _autocast(device, cfg.amp):
-            outputs.append(model(**_inputs(batch, device)).float().cpu())
+            outputs.append(forward(batch).float().cpu())
     sorted_logits = torch.cat(outputs)
     logits = torch.empty_like(sorted_logits)
     logits[torch.from_numpy(order)] = sorted_logits
@@ -132,28 +135,26 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {name: parameter.detach().cpu().clone() for name, parameter in model.named_parameters() if parameter.requires_grad}
 
 
-def _training_forward(model, train_data: Encoded, cfg: TrainConfig, collate: Collator, device: torch.device,
-                      run_dir: Path | None, result: TrainResult):
-    """The training step's forward (full model, split at the window, or window-only over a
-    cache) and the cache it reads, if any."""
+def _cached_forward(model, data: Encoded, cfg: TrainConfig, collate: Collator, device: torch.device,
+                    directory: Path | None):
+    """A forward for batches of `data`: the full model, split at the window, or window-only over a
+    cache of the frozen prefix's output (built here, in one pass). Returns (forward, cache or None, build seconds)."""
     if not has_frozen_prefix(model):
-        return (lambda batch: model(**_inputs(batch, device))), None
+        return (lambda batch: model(**_inputs(batch, device))), None, 0.0
     if cfg.cache_frozen == "off":
-        return (lambda batch: split_forward(model, _inputs(batch, device))), None
+        return (lambda batch: split_forward(model, _inputs(batch, device))), None, 0.0
     started = time.perf_counter()
-    lengths = [len(feature["input_ids"]) for feature in train_data.features]
+    lengths = [len(feature["input_ids"]) for feature in data.features]
     by_length = np.argsort(lengths, kind="stable")  # the cache stores examples unpadded: sorting only saves padding
-    cache = build_cache(model, _batches(train_data, cfg.eval_batch_size, collate, by_length), lengths,
-                        cfg.cache_frozen, cfg.cache_memory_budget_mb, run_dir, device)
-    seconds = time.perf_counter() - started
-    result.cache = {"mode": cache.mode, "size_mb": cache.size_mb, "build_s": seconds, "path": str(cache.path) if cache.path else None}
+    cache = build_cache(model, _batches(data, cfg.eval_batch_size, collate, by_length), lengths,
+                        cfg.cache_frozen, cfg.cache_memory_budget_mb, directory, device)
 
     def forward(batch):
         inputs = _inputs(batch, device)
         states = cache.batch(batch["index"], batch["input_ids"].shape[1], device)
         return window_logits(model, inputs, states)
 
-    return forward, cache
+    return forward, cache, time.perf_counter() - started
 
 
 def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskConfig, cfg: TrainConfig, seed: int,
@@ -197,8 +198,12 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
 
     global_step = (start_epoch - 1) * steps_per_epoch + start_step
     lengths = np.array([len(feature["input_ids"]) for feature in train_data.features])
-    forward, cache = _training_forward(model, train_data, cfg, collate, device, run_dir, result)
-    cache_seconds = result.cache["build_s"] if result.cache else 0.0
+    forward, cache, cache_seconds = _cached_forward(model, train_data, cfg, collate, device, run_dir)
+    if cache is not None:
+        result.cache = {"mode": cache.mode, "size_mb": cache.size_mb, "build_s": cache_seconds,
+                        "path": str(cache.path) if cache.path else None}
+    # The dev sets go through the same frozen prefix every epoch: cached too, built at the first evaluation.
+    eval_forwards: dict[str, tuple] = {}
     with ckpt.PreemptionHandler() as preemption:
         for epoch in range(start_epoch, cfg.epochs + 1):
             model.train()
@@ -231,14 +236,20 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
             record = {"epoch": epoch, "train/loss": float(np.mean(losses)) if losses else float("nan"),
                       "train/lr": scheduler.get_last_lr()[0], "epoch_time_s": epoch_time}
             for split, data in eval_data.items():
-                record.update(evaluate(model, data, task, cfg, collate, device, split))
+                if split not in eval_forwards:
+                    directory = run_dir / "eval_cache" / split if run_dir is not None else None
+                    eval_forwards[split] = _cached_forward(model, data, cfg, collate, device, directory)
+                record.update(evaluate(model, data, task, cfg, collate, device, split, eval_forwards[split][0]))
             result.history.append(record)
             result.epoch_times_s.append(epoch_time)
             log(record)
             losses = []
             save(epoch + 1, 0)
-    if cache is not None:
-        cache.close()
+    for each_cache in [cache, *(entry[1] for entry in eval_forwards.values())]:
+        if each_cache is not None:
+            each_cache.close()
+    if run_dir is not None:
+        shutil.rmtree(run_dir / "eval_cache", ignore_errors=True)
     result.last = result.history[-1]
     result.best = max(result.history, key=lambda record: record[main_key])
     result.train_time_s = elapsed
