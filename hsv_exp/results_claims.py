@@ -53,8 +53,8 @@ def _fraction(condition: Condition) -> str:
 
 
 def claims_markdown(runs: list[Run]) -> list[str]:
-    conds = [c for c in conditions(runs) if c.rule in ("—", "argmin")]
-    index = {(c.task, c.model, c.tuning, c.select, c.k): c for c in conds}
+    conds = conditions(runs)
+    index = {(c.task, c.model, c.tuning, c.select, c.rule, c.k): c for c in conds}
     if not any(c.select == "variability" for c in conds):
         return []
     lines = ["## The paper's claims: measured numbers", "",
@@ -64,43 +64,45 @@ def claims_markdown(runs: list[Run]) -> list[str]:
              "`reused` in the tables above), so its Δ is 0 by construction.", ""]
 
     lines += ["### Claim 1: tuning the k layers below ℓ* beats tuning the top k layers", "",
-              "| task | model | tuning | k | variability head (tuned) | variability | top | Δ var − top | wins var/top "
-              "| train FLOPs var / top |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| task | model | tuning | rule | k | variability head (tuned) | variability | top | Δ var − top | wins var/top "
+              "| train FLOPs var / top |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     differ = defaultdict(list)
-    for c in sorted(conds, key=lambda c: (c.task, c.model, c.tuning, c.k)):
-        top = index.get((c.task, c.model, c.tuning, "top", c.k))
+    for c in sorted(conds, key=lambda c: (c.task, c.model, c.tuning, c.rule, c.k)):
+        top = index.get((c.task, c.model, c.tuning, "top", "—", c.k))
         if c.select != "variability" or top is None:
             continue
         deltas, wins, losses = _paired_delta(c, top)
         same = _layers(c) == _layers(top)
         if not same:
-            differ[c.task].append(statistics.fmean(deltas) if deltas else 0.0)
-        lines.append(f"| {c.task} | {c.model} | {c.tuning} | {c.k} | {_layers(c)}{' = top' if same else ''} "
+            differ[c.task, c.rule].append(statistics.fmean(deltas) if deltas else 0.0)
+        lines.append(f"| {c.task} | {c.model} | {c.tuning} | {c.rule} | {c.k} | {_layers(c)}{' = top' if same else ''} "
                      f"| {mean_std(c.scores('best'))} | {mean_std(top.scores('best'))} | {_delta_cell(deltas)} "
                      f"| {wins}/{losses} | {_fraction(c)} / {_fraction(top)} |")
     lines += [""]
     if differ:
         lines += ["Where variability picked other layers than top: " + "; ".join(
-            f"{task}: mean Δ {statistics.fmean(values):+.2f} over {len(values)} (tuning, k) cells, var higher in "
-            f"{sum(v > 0 for v in values)}" for task, values in sorted(differ.items())) + ".", ""]
+            f"{task} ({rule}): mean Δ {statistics.fmean(values):+.2f} over {len(values)} (tuning, k) cells, var higher in "
+            f"{sum(v > 0 for v in values)}" for (task, rule), values in sorted(differ.items())) + ".", ""]
     else:
         lines += ["Variability picked the top layer for every task here: claim 1 is not tested by these runs.", ""]
 
     lines += ["### Claim 2: it matches tuning the whole model with the same method", "",
-              "| task | model | tuning | whole model | variability k=1 | k=2 | k=3 | Δ best var − whole | train FLOPs of that var |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| task | model | tuning | rule | whole model | variability k=1 | k=2 | k=3 | Δ best var − whole | train FLOPs of that var |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    rules = sorted({c.rule for c in conds if c.select == "variability"})
     for c in sorted(conds, key=lambda c: (c.task, c.model, c.tuning)):
         if c.select != "all":
             continue
-        variants = [index.get((c.task, c.model, c.tuning, "variability", str(k))) for k in (1, 2, 3)]
-        found = [v for v in variants if v is not None]
-        if not found:
-            continue
-        best = max(found, key=lambda v: statistics.fmean(v.scores("best")))
-        deltas, _, _ = _paired_delta(best, c)
-        cells = [mean_std(v.scores("best")) if v is not None else "—" for v in variants]
-        lines.append(f"| {c.task} | {c.model} | {c.tuning} | {mean_std(c.scores('best'))} | {' | '.join(cells)} "
-                     f"| {_delta_cell(deltas)} (k={best.k}) | {_fraction(best)} |")
+        for rule in rules:
+            variants = [index.get((c.task, c.model, c.tuning, "variability", rule, str(k))) for k in (1, 2, 3)]
+            found = [v for v in variants if v is not None]
+            if not found:
+                continue
+            best = max(found, key=lambda v: statistics.fmean(v.scores("best")))
+            deltas, _, _ = _paired_delta(best, c)
+            cells = [mean_std(v.scores("best")) if v is not None else "—" for v in variants]
+            lines.append(f"| {c.task} | {c.model} | {c.tuning} | {rule} | {mean_std(c.scores('best'))} | {' | '.join(cells)} "
+                         f"| {_delta_cell(deltas)} (k={best.k}) | {_fraction(best)} |")
     lines += [""]
 
     lines += ["### Claim 3: the metric needs no training and is cheap", "",
@@ -115,7 +117,7 @@ def claims_markdown(runs: list[Run]) -> list[str]:
         if run.scan is not None and run.info.get("select") == "variability":
             scans.setdefault((run.scan["task"], run.scan["model"]), run.scan)
     for (task, model), scan in sorted(scans.items()):
-        full = index.get((task, model, "full", "all", "—"))
+        full = index.get((task, model, "full", "all", "—", "—"))
         train_time = "—" if full is None or full.compute_mean("train_time_s") is None else f"{full.compute_mean('train_time_s'):.0f}"
         heads = [tolerance_head(scan["layers"], scan["scores"], t) for t in TOLERANCES]
         lines.append(f"| {task} | {model} | {scan.get('num_examples', '—')} | {scan.get('scan_seconds', float('nan')):.1f} "

@@ -269,6 +269,9 @@ def test_claims_pair_seeds_and_mark_equal_layers(tmp_path: Path) -> None:
         _write(root / f"avar{seed}" / "metrics.json", _metrics("rte", "adapter", "variability", 2, seed, 0.6, 0.6,
                                                                 head_layer=6, reused_from=f"atop{seed}"))
         _write(root / f"atop{seed}" / "metrics.json", _metrics("rte", "adapter", "top", 2, seed, 0.6, 0.6, head_layer=6))
+        # tolerance rule: head 3, a row of its own beside argmin
+        _write(root / f"tol{seed}" / "metrics.json", _metrics("rte", "full", "variability", 2, seed, 0.6, 0.6,
+                                                               head_layer=3, rule="tolerance"))
     for seed, score in whole.items():
         _write(root / f"all{seed}" / "metrics.json", _metrics("rte", "full", "all", 2, seed, score, score, head_layer=6,
                                                                train_fraction=1.0))
@@ -280,11 +283,13 @@ def test_claims_pair_seeds_and_mark_equal_layers(tmp_path: Path) -> None:
     claim1 = summary.split("### Claim 1", 1)[1].split("###", 1)[0]
     deltas = [100 * (var[s] - top[s]) for s in range(3)]
     expected = f"{statistics.fmean(deltas):+.2f} ± {statistics.stdev(deltas):.2f}"
-    assert f"| rte | minilm | full | 2 | 4 (3,4) | {_expected({s: (var[s], 0) for s in var}, 0)} " in claim1
+    assert f"| rte | minilm | full | argmin | 2 | 4 (3,4) | {_expected({s: (var[s], 0) for s in var}, 0)} " in claim1
     assert f"| {expected} | 2/1 | 30.0% / 35.0% |" in claim1
-    assert "| rte | minilm | adapter | 2 | 6 (5,6) = top |" in claim1 and "| +0.00 ± 0.00 | 0/0 |" in claim1
-    assert "rte: mean Δ" in claim1 and "over 1 (tuning, k) cells, var higher in 1" in claim1
+    assert "| rte | minilm | adapter | argmin | 2 | 6 (5,6) = top |" in claim1 and "| +0.00 ± 0.00 | 0/0 |" in claim1
+    assert "rte (argmin): mean Δ" in claim1 and "over 1 (tuning, k) cells, var higher in 1" in claim1
+    assert "| rte | minilm | full | tolerance 0.05 | 2 | 3 (2,3) |" in claim1
     claim2 = summary.split("### Claim 2", 1)[1].split("###", 1)[0]
+    assert "| rte | minilm | full | tolerance 0.05 | 71.00 ± 1.41 | — | 60.00 ± 0.00 | — | -11.00 ± 1.41 (k=2) |" in claim2
     paired = [100 * (var[s] - whole[s]) for s in (0, 1)]  # seed 2 has no whole-model run
     assert f"| {statistics.fmean(paired):+.2f} ± {statistics.stdev(paired):.2f} (k=2) | 30.0% |" in claim2
     adapter_rows = [line for line in _table_rows(summary, "rte") if line[1] == "adapter" and line[2] == "variability"]
