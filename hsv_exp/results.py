@@ -454,6 +454,7 @@ def write_figure(path: Path, figure) -> None:
 def aggregate(dirs: Iterable[Path], out: Path, command: str | None = None, notes: Path | None = None) -> tuple[list[Run], list[Path]]:
     """Read every run under `dirs`, write the study's files into `out`; returns (runs, files written)."""
     from hsv_exp import results_plots  # matplotlib is only needed once there is something to draw
+    from hsv_exp.results_claims import headline_markdown
 
     dirs = [Path(d) for d in dirs]
     runs = find_runs(dirs)
@@ -469,6 +470,8 @@ def aggregate(dirs: Iterable[Path], out: Path, command: str | None = None, notes
     robust = robustness_tasks(curves)
     outputs: dict[str, Callable[[Path], None] | None] = {
         "runs.csv": lambda p: write_csv(runs, p),
+        "headline.md": (lambda p: write_text(p, headline_markdown(runs))) if any(
+            c.select == "variability" for c in conds) else None,
         "summary.md": lambda p: write_text(p, summary_markdown(runs, command, notes_text)),
         "variability.png": (lambda p: write_figure(p, results_plots.variability_figure(curves))) if curves else None,
         "score_vs_compute.png": (lambda p: write_figure(p, results_plots.score_vs_compute_figure(conds))) if conds else None,

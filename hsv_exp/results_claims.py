@@ -124,3 +124,22 @@ def claims_markdown(runs: list[Run]) -> list[str]:
                      f"| {train_time} | {head_layer_of(scan['layers'], scan['scores'])} | "
                      + " | ".join(map(str, heads)) + " |")
     return lines + [""]
+
+
+def headline_markdown(runs: list[Run], k: str = "2") -> str:
+    """One row per (task, method): the whole model, top-k and variability-k (argmin and tolerance),
+    best-epoch dev score x100 (mean ± std over seeds), and the training FLOPs of each reduced model."""
+    conds = conditions(runs)
+    index = {(c.task, c.model, c.tuning, c.select, c.rule, c.k): c for c in conds}
+    variability_rules = sorted({c.rule for c in conds if c.select == "variability"})
+    columns = [("all", "—", "—", "whole model")] + [("top", "—", k, f"top k={k}")] + [
+        ("variability", rule, k, f"variability k={k} ({rule})") for rule in variability_rules]
+    lines = ["| task | model | tuning | ℓ* | " + " | ".join(title for *_, title in columns) + " | train FLOPs % (reduced) |",
+             "|---|---|---|---|" + "---|" * len(columns) + "---|"]
+    for task, model, tuning in sorted({(c.task, c.model, c.tuning) for c in conds}):
+        cells = [index.get((task, model, tuning, select, rule, kk)) for select, rule, kk, _ in columns]
+        heads = sorted({str(run.info.get("head_layer")) for c in cells[2:] if c is not None for run in c.runs})
+        scores = [mean_std(c.scores("best")) if c is not None else "—" for c in cells]
+        flops = " / ".join(_fraction(c) if c is not None else "—" for c in cells[1:])
+        lines.append(f"| {task} | {model} | {tuning} | {', '.join(heads) or '—'} | {' | '.join(scores)} | {flops} |")
+    return "\n".join(lines) + "\n"

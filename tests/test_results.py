@@ -151,7 +151,7 @@ def test_csv_has_one_row_per_run(runs_root: Path, tmp_path: Path) -> None:
     scan_only = next(row for row in rows if row["status"] == "scan-only" and row["task"] == "sst2")
     assert (scan_only["model"], scan_only["scan_head_layer"], scan_only["tuning"]) == ("minilm", "3", "")
     assert next(row for row in rows if row["status"] == "incomplete")["task"] == "rte"
-    assert {p.name for p in written} == {"runs.csv", "summary.md", "variability.png", "score_vs_compute.png",
+    assert {p.name for p in written} == {"runs.csv", "headline.md", "summary.md", "variability.png", "score_vs_compute.png",
                                          "robustness.md", "robustness.png"}
 
 
@@ -294,5 +294,10 @@ def test_claims_pair_seeds_and_mark_equal_layers(tmp_path: Path) -> None:
     assert f"| {statistics.fmean(paired):+.2f} ± {statistics.stdev(paired):.2f} (k=2) | 30.0% |" in claim2
     adapter_rows = [line for line in _table_rows(summary, "rte") if line[1] == "adapter" and line[2] == "variability"]
     assert adapter_rows[0][7] == "3"  # reused column
+    headline = (tmp_path / "out" / "headline.md").read_text()
+    full_row = next(line for line in headline.splitlines() if line.startswith("| rte | minilm | full |"))
+    # whole model, top k=2, variability k=2 argmin, tolerance; FLOPs of top / argmin / tolerance
+    assert full_row.startswith(f"| rte | minilm | full | 3, 4 | 71.00 ± 1.41 | {_expected({s: (top[s], 0) for s in top}, 0)} "
+                               f"| {_expected({s: (var[s], 0) for s in var}, 0)} | 60.00 ± 0.00 | 35.0% / 30.0% / 44.0% |")
     claim3 = summary.split("### Claim 3", 1)[1]
     assert "| rte | minilm | 2490 | 12.3 |" in claim3 and "| 4 | 4 | 3 |" in claim3
