@@ -62,7 +62,9 @@ def variability_figure(curves: list[Curve]) -> Figure:
     return figure
 
 
-SELECT_MARKERS = {"all": "s", "top": "v", "variability": "o", "manual": "D"}
+# (marker, filled): variability markers are hollow so a top-k point under them (same layers) shows.
+SELECT_MARKERS = {"all": ("s", True), "top": ("v", True), "variability": ("o", False), "manual": ("D", True)}
+RULE_MARKERS = {"argmin": ("o", False), "tolerance": ("D", False)}
 
 
 def score_vs_compute_figure(conditions: list[Condition]) -> Figure:
@@ -82,13 +84,16 @@ def score_vs_compute_figure(conditions: list[Condition]) -> Figure:
             error = statistics.stdev(scores) if len(scores) > 1 else 0.0
             x, y = (100 * fraction if fraction is not None else math.nan), statistics.fmean(scores)
             select = condition.select.split(" ")[0]
+            rule = condition.rule.split(" ")[0]
+            kind = f"{select} {rule}" if select == "variability" else select
+            marker, filled = RULE_MARKERS.get(rule, ("o", False)) if select == "variability" else SELECT_MARKERS.get(select, ("x", True))
             method = (condition.model, condition.tuning)
             label = None
-            if (method, select) not in shown:
-                shown.add((method, select))
-                label = f"{condition.tuning} · {select}" + (f" ({condition.model})" if len({m for m, _ in methods}) > 1 else "")
-            ax.errorbar([x], [y], yerr=[error], marker=SELECT_MARKERS.get(select, "x"), color=colours[method],
-                        capsize=3, linestyle="none", markersize=6, label=label, alpha=0.85)
+            if (method, kind) not in shown:
+                shown.add((method, kind))
+                label = f"{condition.tuning} · {kind}" + (f" ({condition.model})" if len({m for m, _ in methods}) > 1 else "")
+            ax.errorbar([x], [y], yerr=[error], marker=marker, color=colours[method], markerfacecolor=None if filled else "none",
+                        capsize=3, linestyle="none", markersize=6 if filled else 9, label=label, alpha=0.85)
             if condition.k != "—":
                 ax.annotate(condition.k, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6, color=colours[method])
         ax.set(title=task, xlabel="training FLOPs (% of full fine-tuning)", ylabel="best-epoch dev score ×100",
