@@ -106,23 +106,31 @@ def claims_markdown(runs: list[Run]) -> list[str]:
     lines += [""]
 
     lines += ["### Claim 3: the metric needs no training and is cheap", "",
-              "The scan is one forward pass over the train split, run once per task and cached. ℓ* under the "
+              "The scan is one forward pass over the train split, run once per task and cached; ratio = how many "
+              "times longer one epoch of whole-model full fine-tuning takes than scanning, per example. ℓ* under the "
               "tolerance rule (`select.rule=tolerance`): the earliest layer within the given fraction of the "
               "minimum ν, i.e. how much earlier the head could sit at nearly the same variability.", "",
-              "| task | model | scanned examples | scan time (s) | whole-model full FT training time (s) | ℓ* argmin "
-              + "".join(f"| ℓ* within {t:.0%} " for t in TOLERANCES) + "|",
-              "|---|---|---|---|---|---|" + "---|" * len(TOLERANCES)]
+              "| task | model | scanned examples | scan time (s) | scan s per 1k examples | whole-model full FT s per 1k "
+              "examples per epoch | ratio | ℓ* argmin " + "".join(f"| ℓ* within {t:.0%} " for t in TOLERANCES) + "|",
+              "|---|---|---|---|---|---|---|---|" + "---|" * len(TOLERANCES)]
     scans = {}
     for run in runs:
         if run.scan is not None and run.info.get("select") == "variability":
             scans.setdefault((run.scan["task"], run.scan["model"]), run.scan)
     for (task, model), scan in sorted(scans.items()):
         full = index.get((task, model, "full", "all", "—", "—"))
-        train_time = "—" if full is None or full.compute_mean("train_time_s") is None else f"{full.compute_mean('train_time_s'):.0f}"
+        scan_rate = scan["scan_seconds"] / scan["num_examples"] * 1000 if scan.get("scan_seconds") and scan.get("num_examples") else None
+        train_rate = None
+        if full is not None:
+            rates = [run.info["compute"]["train_time_s"] / (run.info["num_train_examples"] / 1000 * len(run.info["history"]))
+                     for run in full.runs if run.info.get("num_train_examples") and run.info.get("history")
+                     and "train_time_s" in run.info["compute"]]
+            train_rate = statistics.fmean(rates) if rates else None
+        ratio = f"{train_rate / scan_rate:.1f}×" if scan_rate and train_rate else "—"
         heads = [tolerance_head(scan["layers"], scan["scores"], t) for t in TOLERANCES]
         lines.append(f"| {task} | {model} | {scan.get('num_examples', '—')} | {scan.get('scan_seconds', float('nan')):.1f} "
-                     f"| {train_time} | {head_layer_of(scan['layers'], scan['scores'])} | "
-                     + " | ".join(map(str, heads)) + " |")
+                     f"| {'—' if scan_rate is None else f'{scan_rate:.1f}'} | {'—' if train_rate is None else f'{train_rate:.1f}'} "
+                     f"| {ratio} | {head_layer_of(scan['layers'], scan['scores'])} | " + " | ".join(map(str, heads)) + " |")
     return lines + [""]
 
 
