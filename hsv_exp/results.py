@@ -211,7 +211,7 @@ def csv_row(run: Run) -> dict[str, Any]:
         row[key] = row[key] if row[key] is not None else scan.get(key)
     row["tuned_layers"] = " ".join(map(str, info["tuned_layers"])) if info.get("tuned_layers") else None
     if scan:
-        row.update(scan_head_layer=head_layer_of(scan["layers"], scan["scores"]), scan_seed=scan.get("seed"),
+        row.update(scan_head_layer=head_layer_of(scan["layers"], scan["scores"]), scan_seed=scan.get("scan_seed", scan.get("seed")),
                    scan_max_examples=scan.get("max_examples"), scan_majority_fraction=scan.get("majority_fraction"))
     if run.status == "complete":
         key = main_key(info)
@@ -305,7 +305,7 @@ def scan_curves(runs: list[Run]) -> list[Curve]:
     """Distinct scans; the same scan copied into several seeds' run dirs counts once."""
     curves = {
         Curve(scan["task"], scan["model"], scan.get("metric", "variability"), scan.get("pooling", "mean"),
-              scan.get("max_examples"), scan.get("majority_fraction"), scan.get("seed"),
+              scan.get("max_examples"), scan.get("majority_fraction"), scan.get("scan_seed", scan.get("seed")),
               tuple(scan["layers"]), tuple(scan["scores"]))
         for scan in (run.scan for run in runs) if scan is not None
     }
