@@ -40,11 +40,21 @@ NON_SEMANTIC = ("logger", "dry_run", "resume", "tags", "study", "reuse_equivalen
 TRAIN_NON_SEMANTIC = ("log_every_steps", "num_threads", "device", "keep_checkpoint")
 
 
-def config_fingerprint(config: dict) -> str:
-    semantic = {key: value for key, value in config.items() if key not in NON_SEMANTIC}
+def semantic_config(config: dict, drop: tuple[str, ...] = ()) -> dict:
+    """The resolved config minus the keys that do not change what a run computes, and minus `drop`."""
+    semantic = {key: value for key, value in config.items() if key not in (*NON_SEMANTIC, *drop)}
     semantic["train"] = {key: value for key, value in semantic.get("train", {}).items() if key not in TRAIN_NON_SEMANTIC}
-    semantic["scan"] = {key: value for key, value in semantic.get("scan", {}).items() if key != "cache_dir"}
-    return hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if "scan" not in drop:
+        semantic["scan"] = {key: value for key, value in semantic.get("scan", {}).items() if key != "cache_dir"}
+    return semantic
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_fingerprint(config: dict) -> str:
+    return _digest(semantic_config(config))
 
 
 def identity(cfg: Config) -> dict:
@@ -160,10 +170,9 @@ def log_summary(tracker, metrics: dict) -> None:
 def equivalent_key(config_dict: dict, selection: Selection) -> str:
     """Two runs with the same key train the same model on the same data with the same seed: the
     config minus how the layers were chosen (select, scan), plus the layers that were chosen."""
-    semantic = {key: value for key, value in config_dict.items() if key not in (*NON_SEMANTIC, "select", "scan")}
-    semantic["train"] = {key: value for key, value in semantic.get("train", {}).items() if key not in TRAIN_NON_SEMANTIC}
+    semantic = semantic_config(config_dict, drop=("select", "scan"))
     semantic["layers"] = [selection.head_layer, list(selection.tuned_layers), selection.tune_embeddings]
-    return hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _digest(semantic)
 
 
 def reuse_equivalent(cfg: Config, registry: Path, sweep_dir: Path, run_dir: Path, fingerprint: str, config_dict: dict,
