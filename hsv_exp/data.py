@@ -280,12 +280,17 @@ class EncodedDataset(torch.utils.data.Dataset):
         return self.encoded.features[index], self.encoded.labels[index], index
 
 
+def length_order(encoded: Encoded) -> np.ndarray:
+    """Example indices from shortest to longest (stable): batches cut from it pad least."""
+    return np.argsort([len(feature["input_ids"]) for feature in encoded.features], kind="stable")
+
+
 def loader(encoded: Encoded, batch_size: int, pad_token_id: int, shuffle: bool = False, seed: int = 0,
            by_length: bool = False) -> torch.utils.data.DataLoader:
     """Batches in example order, a seeded shuffle, or by length (least padding; batches carry
     `index`, so order-free consumers such as the variability scan lose nothing)."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    sampler = np.argsort([len(feature["input_ids"]) for feature in encoded.features], kind="stable").tolist() if by_length else None
+    sampler = length_order(encoded).tolist() if by_length else None
     return torch.utils.data.DataLoader(
         EncodedDataset(encoded), batch_size=batch_size, shuffle=shuffle, generator=generator, sampler=sampler,
         collate_fn=Collator(pad_token_id)

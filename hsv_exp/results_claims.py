@@ -52,9 +52,14 @@ def _fraction(condition: Condition) -> str:
     return "—" if value is None else f"{value:.1%}"
 
 
+def _index(conds: list[Condition]) -> dict[tuple, Condition]:
+    """(task, model, tuning, select, rule, k) -> condition."""
+    return {(c.task, c.model, c.tuning, c.select, c.rule, c.k): c for c in conds}
+
+
 def claims_markdown(runs: list[Run]) -> list[str]:
     conds = conditions(runs)
-    index = {(c.task, c.model, c.tuning, c.select, c.rule, c.k): c for c in conds}
+    index = _index(conds)
     if not any(c.select == "variability" for c in conds):
         return []
     lines = ["## The paper's claims: measured numbers", "",
@@ -138,7 +143,7 @@ def headline_markdown(runs: list[Run], k: str = "2") -> str:
     """One row per (task, method): the whole model, top-k and variability-k (argmin and tolerance),
     best-epoch dev score x100 (mean ± std over seeds), and the training FLOPs of each reduced model."""
     conds = conditions(runs)
-    index = {(c.task, c.model, c.tuning, c.select, c.rule, c.k): c for c in conds}
+    index = _index(conds)
     variability_rules = sorted({c.rule for c in conds if c.select == "variability"})
     columns = [("all", "—", "—", "whole model")] + [("top", "—", k, f"top k={k}")] + [
         ("variability", rule, k, f"variability k={k} ({rule})") for rule in variability_rules]

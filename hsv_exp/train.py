@@ -22,7 +22,7 @@ from hsv_exp import checkpoint as ckpt
 from hsv_exp import glue_metrics
 from hsv_exp.frozen_cache import build_cache, has_frozen_prefix, split_forward, window_logits
 from hsv_exp.config import TaskConfig, TrainConfig
-from hsv_exp.data import Collator, Encoded
+from hsv_exp.data import Collator, Encoded, length_order
 
 
 @dataclass
@@ -93,7 +93,7 @@ def evaluate(model, encoded: Encoded, task: TaskConfig, cfg: TrainConfig, collat
     forward = forward or (lambda batch: model(**_inputs(batch, device)))
     outputs = []
     # Batches of similar length (little padding); the logits go back to example order below.
-    order = np.argsort([len(feature["input_ids"]) for feature in encoded.features], kind="stable")
+    order = length_order(encoded)
     for batch in _batches(encoded, cfg.eval_batch_size, collate, order):
         with _autocast(device, cfg.amp):
             outputs.append(forward(batch).float().cpu())
@@ -145,8 +145,8 @@ def _cached_forward(model, data: Encoded, cfg: TrainConfig, collate: Collator, d
         return (lambda batch: split_forward(model, _inputs(batch, device))), None, 0.0
     started = time.perf_counter()
     lengths = [len(feature["input_ids"]) for feature in data.features]
-    by_length = np.argsort(lengths, kind="stable")  # the cache stores examples unpadded: sorting only saves padding
-    cache = build_cache(model, _batches(data, cfg.eval_batch_size, collate, by_length), lengths,
+    # The cache stores examples unpadded: building it in length order only saves padding.
+    cache = build_cache(model, _batches(data, cfg.eval_batch_size, collate, length_order(data)), lengths,
                         cfg.cache_frozen, cfg.cache_memory_budget_mb, directory, device)
 
     def forward(batch):
