@@ -7,7 +7,9 @@ only make sense together are checked in `__post_init__`, which runs in `to_objec
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -15,6 +17,15 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 
 from hsv_exp.errors import ConfigError
+
+# Field metadata, the one home of "what a key means for a run":
+# NOT_SEMANTIC: the key does not change what a run computes (logging, scheduling, where files go):
+#   it is left out of the run's fingerprint, its run dir name and its results condition.
+# EXECUTION: how a run executes (threads, caches, inference batch sizes); the results are the same
+#   up to float rounding, so runs that differ only here pool into one results condition. These stay in
+#   the fingerprint, so a run's fingerprint never changes when one is added here.
+NOT_SEMANTIC = {"semantic": False}
+EXECUTION = {"execution": True}
 
 
 @dataclass
@@ -52,7 +63,7 @@ class TaskConfig:
     train_split: str = "train"
     eval_splits: list[str] = field(default_factory=lambda: ["dev"])
     # Local data: a GLUE folder (download script layout) or, for task=custom, files.
-    glue_dir: Optional[str] = "${oc.env:GLUE_DIR,null}"
+    glue_dir: Optional[str] = field(default="${oc.env:GLUE_DIR,null}", metadata=EXECUTION)
     glue_folder: str = ""  # folder name inside glue_dir (RTE, SST-2, ...)
     hub_dataset: Optional[str] = "nyu-mll/glue"
     hub_config: Optional[str] = None
@@ -96,18 +107,18 @@ class MetricConfig:
 @dataclass
 class ScanConfig:
     max_examples: Optional[int] = None  # None = the whole train split; else a stratified subsample
-    batch_size: int = 64
+    batch_size: int = field(default=64, metadata=EXECUTION)
     seed: int = 0  # seed of the subsample
     # Optional class imbalance for robustness studies: keep this fraction of the majority class
     # (e.g. 0.9 = a 90/10 split for binary tasks). None = natural class frequencies.
     majority_fraction: Optional[float] = None
-    always: bool = False  # scan even when the selection does not read the metric (for logging)
+    always: bool = field(default=False, metadata=EXECUTION)  # scan even when the selection does not read the metric (for logging)
     # Scan the whole train split even when task.max_train_examples subsamples what training sees:
     # the scan is one forward pass, and l* moves with the amount of data scanned (results/robustness).
     full_split: bool = False
     # Scans are kept here by content key (model, metric, exact examples), so a scan is computed once
     # however many runs and sweeps read it. None = <sweep dir>/scans in a multirun, off for a single run.
-    cache_dir: Optional[str] = None
+    cache_dir: Optional[str] = field(default=None, metadata=NOT_SEMANTIC)
 
 
 @dataclass
@@ -164,7 +175,7 @@ class TrainConfig:
     head_lr: Optional[float] = None  # None = lr
     epochs: int = 3
     batch_size: int = 32
-    eval_batch_size: int = 128
+    eval_batch_size: int = field(default=128, metadata=EXECUTION)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
@@ -172,14 +183,14 @@ class TrainConfig:
     dropout: float = 0.1  # classifier-head dropout
     group_by_length: bool = True  # batches of similar length (less padding); order stays seeded
     amp: bool = False  # bf16/fp16 autocast on CUDA; ignored on CPU
-    device: str = "auto"  # auto | cpu | cuda
-    cache_frozen: str = "auto"  # auto | memory | disk | off: compute the frozen prefix once, reuse it every epoch
-    cache_memory_budget_mb: int = 2048
-    num_threads: Optional[int] = None  # torch CPU threads; None = torch default
-    log_every_steps: int = 0  # >0: log and print the step loss every N optimizer steps
+    device: str = field(default="auto", metadata=NOT_SEMANTIC)  # auto | cpu | cuda
+    cache_frozen: str = field(default="auto", metadata=EXECUTION)  # auto | memory | disk | off: compute the frozen prefix once, reuse it every epoch
+    cache_memory_budget_mb: int = field(default=2048, metadata=EXECUTION)
+    num_threads: Optional[int] = field(default=None, metadata=NOT_SEMANTIC)  # torch CPU threads; None = torch default
+    log_every_steps: int = field(default=0, metadata=NOT_SEMANTIC)  # >0: log and print the step loss every N optimizer steps
     # checkpoint/last.pt (trainable weights, optimizer, RNG) is deleted once metrics.json is written:
     # a complete run is never resumed. true keeps it, e.g. to reuse the tuned weights.
-    keep_checkpoint: bool = False
+    keep_checkpoint: bool = field(default=False, metadata=NOT_SEMANTIC)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -211,21 +222,49 @@ class Config:
     select: SelectConfig = field(default_factory=SelectConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=NOT_SEMANTIC)
     stage: str = "all"  # scan | train | all
     seed: int = 0
-    dry_run: bool = False  # print the resolved config and exit (multirun: one per job)
-    tags: list[str] = field(default_factory=list)
-    study: Optional[str] = None  # sweep/study name; used as the W&B group
-    resume: bool = True  # re-running into a run dir with a checkpoint continues from it
+    dry_run: bool = field(default=False, metadata=NOT_SEMANTIC)  # print the resolved config and exit (multirun: one per job)
+    tags: list[str] = field(default_factory=list, metadata=NOT_SEMANTIC)
+    study: Optional[str] = field(default=None, metadata=NOT_SEMANTIC)  # sweep/study name; used as the W&B group
+    resume: bool = field(default=True, metadata=NOT_SEMANTIC)  # re-running into a run dir with a checkpoint continues from it
     # In a sweep, a run whose resolved layers equal those of a completed run of the same sweep
     # (e.g. variability picking the top layer, so var_k2 == top_k2) reuses its results, marked
     # `reused_from`, instead of training the identical model again.
-    reuse_equivalent_runs: bool = True
+    reuse_equivalent_runs: bool = field(default=True, metadata=NOT_SEMANTIC)
 
     def __post_init__(self) -> None:
         if self.stage not in ("scan", "train", "all"):
             raise ConfigError(f"stage must be scan|train|all, got {self.stage}")
+
+
+def keys_marked(marker: dict, schema: type = None, prefix: str = "") -> tuple[str, ...]:
+    """Dotted keys of the schema's fields whose metadata holds `marker` (NOT_SEMANTIC, EXECUTION)."""
+    schema = schema or Config
+    types = typing.get_type_hints(schema)
+    keys: list[str] = []
+    for item in dataclasses.fields(schema):
+        key = prefix + item.name
+        if all(item.metadata.get(name) == value for name, value in marker.items()):
+            keys.append(key)
+        elif dataclasses.is_dataclass(types[item.name]):
+            keys.extend(keys_marked(marker, types[item.name], key + "."))
+    return tuple(keys)
+
+
+def drop_keys(config: dict, keys: tuple[str, ...]) -> dict:
+    """A copy of a nested config dict without the dotted `keys` (absent ones are ignored)."""
+    config = dict(config)
+    for key in keys:
+        head, _, rest = key.partition(".")
+        if head not in config:
+            continue
+        if rest:
+            config[head] = drop_keys(config[head], (rest,)) if isinstance(config[head], dict) else config[head]
+        else:
+            del config[head]
+    return config
 
 
 def run_dirname(override_dirname: str) -> str:

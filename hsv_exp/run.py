@@ -26,7 +26,7 @@ from hsv_exp.atomic import write_json_atomic
 from hsv_exp.backbone import forward_kwargs, load_backbone, load_tokenizer, num_layers
 from hsv_exp.classifier import LayerClassifier
 from hsv_exp.compute import accounting
-from hsv_exp.config import Config
+from hsv_exp.config import NOT_SEMANTIC, Config, drop_keys, keys_marked
 from hsv_exp.errors import DataError, HsvError
 from hsv_exp.selection import Selection, select_layers
 from hsv_exp.tracking import make_tracker
@@ -35,18 +35,10 @@ from hsv_exp.tuning import METHODS
 
 log = logging.getLogger("hsv_exp")
 
-# Keys that do not change what a run computes (so a changed value may resume the same run).
-NON_SEMANTIC = ("logger", "dry_run", "resume", "tags", "study", "reuse_equivalent_runs")
-TRAIN_NON_SEMANTIC = ("log_every_steps", "num_threads", "device", "keep_checkpoint")
-
-
 def semantic_config(config: dict, drop: tuple[str, ...] = ()) -> dict:
-    """The resolved config minus the keys that do not change what a run computes, and minus `drop`."""
-    semantic = {key: value for key, value in config.items() if key not in (*NON_SEMANTIC, *drop)}
-    semantic["train"] = {key: value for key, value in semantic.get("train", {}).items() if key not in TRAIN_NON_SEMANTIC}
-    if "scan" not in drop:
-        semantic["scan"] = {key: value for key, value in semantic.get("scan", {}).items() if key != "cache_dir"}
-    return semantic
+    """The resolved config minus the keys that do not change what a run computes (NOT_SEMANTIC in
+    the schema), and minus the groups in `drop`."""
+    return drop_keys(config, (*keys_marked(NOT_SEMANTIC), *drop))
 
 
 def _digest(value) -> str:
