@@ -17,10 +17,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hsv_exp.checkpoint import Preempted
-from hsv_exp.config import register_configs, to_objects
+from hsv_exp.config import register_configs, to_config
 from hsv_exp.errors import HsvError
 from hsv_exp.atomic import write_json_atomic
-from hsv_exp.run import identity, run
+from hsv_exp.run import run
+from hsv_exp.run_dir import identity
 
 log = logging.getLogger("hsv_exp")
 register_configs()
@@ -39,7 +40,7 @@ def execute(cfg: DictConfig) -> float | None:
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     objects = None
     try:
-        objects = to_objects(cfg)
+        objects = to_config(cfg)
         if objects.dry_run:
             print(f"[dry-run] {run_dir}\n{OmegaConf.to_yaml(config_dict)}", flush=True)
             return None

@@ -2,7 +2,7 @@
 
 `conf/config.yaml` starts from `base_config`, so a typo'd key (`train.lrr=1`) or a wrong type
 (`train.epochs=two`) fails when Hydra composes the config, before any work starts. Values that
-only make sense together are checked in `__post_init__`, which runs in `to_objects()`.
+only make sense together are checked in `__post_init__`, which runs in `to_config()`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from hsv_exp.errors import ConfigError
 #   the fingerprint, so a run's fingerprint never changes when one is added here.
 NOT_SEMANTIC = {"semantic": False}
 EXECUTION = {"execution": True}
+
+# The tuning methods, in the registry's order. Only names here: hsv_exp.tuning (which imports torch,
+# transformers and PEFT) holds the implementations and asserts at import that its names are these.
+TUNING_METHODS = ("full", "adapter", "pfeiffer", "parallel_adapter", "scaled_pa", "mam", "prefix", "lora", "bitfit")
 
 
 @dataclass
@@ -160,10 +164,8 @@ class TuningConfig:
     lr: Optional[float] = None
 
     def __post_init__(self) -> None:
-        from hsv_exp.tuning import METHODS
-
-        if self.name not in METHODS:
-            raise ConfigError(f"tuning.name={self.name} is not one of {sorted(METHODS)}")
+        if self.name not in TUNING_METHODS:
+            raise ConfigError(f"tuning.name={self.name} is not one of {sorted(TUNING_METHODS)}")
         for key in ("bottleneck", "prefix_length", "lora_r"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"tuning.{key} must be >= 1")
@@ -283,8 +285,9 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("hsv.or", lambda value, default: default if value is None else value)
 
 
-def to_objects(cfg: DictConfig) -> Config:
-    """Resolve and validate a composed config; raises ConfigError with one readable line."""
+def to_config(cfg: DictConfig) -> Config:
+    """The composed config as one resolved, validated `Config` (every group's `__post_init__` has
+    run); raises ConfigError with one readable line."""
     try:
         obj = OmegaConf.to_object(cfg)
     except Exception as exc:

@@ -31,7 +31,7 @@ def job_overrides(sweep: str) -> list[list[str]]:
 def fingerprints(sweep: str, every: int = 1) -> list[tuple[str, str]]:
     os.environ["GLUE_DIR"] = "/glue"
     from hsv_exp.config import register_configs
-    from hsv_exp.run import config_fingerprint
+    from hsv_exp.run_dir import config_fingerprint
 
     register_configs()
     rows = []

@@ -16,7 +16,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
 from hsv_exp.cli import CONF_DIR  # registers the schema and the hsv.dirname resolver
-from hsv_exp.config import Config, run_dirname, to_objects
+from hsv_exp.config import Config, run_dirname, to_config
 from hsv_exp.errors import ConfigError
 
 # conf/local holds git-ignored site settings; `optional local: default` loads them in every compose.
@@ -47,7 +47,7 @@ def hydra_conf():
 
 
 def objects(*overrides: str) -> Config:
-    return to_objects(compose("config", overrides=list(overrides)))
+    return to_config(compose("config", overrides=list(overrides)))
 
 
 def test_groups_are_found():
@@ -76,7 +76,7 @@ def test_every_option_composes_and_converts(group, option):
 
     with open_dict(full):
         del full["hydra"]  # what cli.execute sees: the job config alone
-    cfg = to_objects(full)
+    cfg = to_config(full)
     assert isinstance(cfg, Config)
     if group in NAMED_BY_OPTION:
         assert getattr(cfg, group).name == option, f"conf/{group}/{option}.yaml sets name={getattr(cfg, group).name}"
@@ -147,10 +147,10 @@ def test_unknown_option_lists_the_available_ones():
     (["stage=eval"], "stage"),
     (["model.name=???"], "model.name"),
 ], ids=lambda value: ",".join(value) if isinstance(value, list) else None)
-def test_invalid_combinations_fail_in_to_objects(overrides, names):
+def test_invalid_combinations_fail_in_to_config(overrides, names):
     cfg = compose("config", overrides=overrides)  # each value alone is well-typed
     with pytest.raises(ConfigError) as info:
-        to_objects(cfg)
+        to_config(cfg)
     message = str(info.value)
     assert names in message and "\n" not in message  # the CLI prints it as one `error:` line
 
