@@ -173,7 +173,7 @@ class TuningConfig:
 
 @dataclass
 class TrainConfig:
-    lr: float = 2e-5
+    lr: float = 5e-5  # full fine-tuning lr, sized for MiniLM on the GLUE tasks (conf/task/custom.yaml keeps 2e-5)
     head_lr: Optional[float] = None  # None = lr
     epochs: int = 3
     batch_size: int = 32

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException, MissingConfigException
@@ -188,3 +189,15 @@ def test_sweep_dir_is_the_study():
 def test_sweep_dir_without_a_study():
     cfg = compose("config", return_hydra_config=True)
     assert cfg.hydra.sweep.dir == "multirun/sweep"
+
+
+def test_run_dir_names_leave_out_exactly_the_keys_the_fingerprint_leaves_out():
+    from hsv_exp.config import NOT_SEMANTIC, keys_marked
+
+    exclude = set(yaml.safe_load((Path(CONF_DIR) / "hydra/default.yaml").read_text())["job"]["config"]["override_dirname"]["exclude_keys"])
+    not_semantic = set(keys_marked(NOT_SEMANTIC))
+    assert not_semantic - exclude == set()  # e.g. `tags`: not in the fingerprint, so not in the dir name either
+    hydra_only = {"launcher"}
+    extra = {key for key in exclude - not_semantic - hydra_only
+             if not key.startswith("hydra.") and not any(key.startswith(parent + ".") for parent in not_semantic)}
+    assert extra == set()  # an excluded key the fingerprint keeps would give two configs one run dir
