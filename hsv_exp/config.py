@@ -227,7 +227,7 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=NOT_SEMANTIC)
     stage: str = "all"  # scan | train | all
     seed: int = 0
-    dry_run: bool = field(default=False, metadata=NOT_SEMANTIC)  # print the resolved config and exit (multirun: one per job)
+    dry_run: bool = field(default=False, metadata=NOT_SEMANTIC)  # list each job's run dir and state, write nothing (hsv_exp/dry_run.py)
     tags: list[str] = field(default_factory=list, metadata=NOT_SEMANTIC)
     study: Optional[str] = field(default=None, metadata=NOT_SEMANTIC)  # sweep/study name; used as the W&B group
     resume: bool = field(default=True, metadata=NOT_SEMANTIC)  # re-running into a run dir with a checkpoint continues from it
