@@ -48,6 +48,7 @@ from hsv_exp import data as data_lib
 from hsv_exp import variability
 from hsv_exp.backbone import encoder_inputs, find_layers, forward_kwargs, load_backbone, load_tokenizer, resolve_path
 from hsv_exp.classifier import LayerClassifier
+from hsv_exp.truncation import truncate
 from hsv_exp.compute import accounting
 from hsv_exp.config import ModelConfig, SelectConfig, TaskConfig, TrainConfig, TuningConfig
 from hsv_exp.frozen_cache import swapped
@@ -269,7 +270,7 @@ def _ours(spec: TrainSpec, data: TaskData, tokenizer, device: torch.device) -> d
     torch.manual_seed(spec.options.seed)
     backbone = load_backbone(spec.options.model, seed=spec.options.seed)
     config = backbone.config
-    model = LayerClassifier(backbone, spec.selection, data.task.num_labels, "mean", data.train_cfg.dropout)
+    model = LayerClassifier(truncate(backbone, spec.selection.head_layer), spec.selection, data.task.num_labels, "mean", data.train_cfg.dropout)
     METHODS[spec.tuning](model, tuning_config(spec.tuning))
     train_cfg = replace(data.train_cfg, cache_frozen="off" if spec.cache == "n/a" else spec.cache)
     if device.type == "cuda":

@@ -1,5 +1,9 @@
 """The model that trains: a truncated encoder, a pooled head on its last kept layer.
 
+The encoder comes already truncated (hsv_exp.truncation: layers 1..head_layer); the classifier
+freezes it and keeps the layers below the window in eval mode, and a tuning method
+(hsv_exp.tuning) then unfreezes or injects what trains.
+
 Parameter names: `backbone.*` (the encoder), `head.*` (the classifier). Tuning methods inject
 parameters with their own name prefix (`adapter_`, `lora_`, `prefix_`), so what trains can be
 checked by name.
@@ -13,17 +17,23 @@ from torch import nn
 from hsv_exp.backbone import encoder_inputs, find_layers, forward_kwargs
 from hsv_exp.pooling import pool, token_mask
 from hsv_exp.selection import Selection
-from hsv_exp.truncation import freeze_all, frozen_modules, truncate
+from hsv_exp.truncation import freeze_all, frozen_modules
 
 
 class LayerClassifier(nn.Module):
-    def __init__(self, backbone: nn.Module, selection: Selection, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
+    def __init__(self, encoder: nn.Module, selection: Selection, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
+        """`encoder`: truncated to layers 1..selection.head_layer (truncation.truncate_model); its
+        parameters are frozen here."""
         super().__init__()
-        self.backbone = truncate(backbone, selection.head_layer)
+        kept = len(find_layers(encoder)[2])
+        if kept != selection.head_layer:
+            raise ValueError(f"the encoder has {kept} layers, the head is on layer {selection.head_layer}: "
+                             "truncate it first (hsv_exp.truncation.truncate_model)")
+        self.backbone = encoder
         self.selection = selection
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(backbone.config.hidden_size, num_labels)
+        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
         self._accepts = forward_kwargs(self.backbone)
         freeze_all(self.backbone)
         self._frozen = frozen_modules(self.backbone, selection.tuned_layers, selection.tune_embeddings)
@@ -47,13 +57,20 @@ class LayerClassifier(nn.Module):
         """(batch, seq) ids -> (batch, d) pooled state of the head layer."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         hidden = self.backbone(**encoder_inputs(inputs, self._accepts)).last_hidden_state
-        return pool(hidden, token_mask(attention_mask, special_tokens_mask), self.pooling)
+        return self.pool(hidden, attention_mask, special_tokens_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, special_tokens_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """-> logits (batch, num_labels); regression: (batch, 1)."""
-        pooled = self.encode(input_ids, attention_mask, special_tokens_mask, token_type_ids)
+        return self.classify(self.encode(input_ids, attention_mask, special_tokens_mask, token_type_ids))
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The head: (batch, d) pooled states -> logits (batch, num_labels)."""
         return self.head(self.dropout(pooled))
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor, special_tokens_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, seq, d) head-layer states -> (batch, d), as the head reads them."""
+        return pool(hidden, token_mask(attention_mask, special_tokens_mask), self.pooling)
 
     def trainable_parameter_names(self) -> list[str]:
         return [name for name, parameter in self.named_parameters() if parameter.requires_grad]

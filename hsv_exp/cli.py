@@ -16,14 +16,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from hsv_exp import dry_run
 from hsv_exp.checkpoint import Preempted
-from hsv_exp.config import register_configs, to_objects
+from hsv_exp.config import register_configs, to_config
 from hsv_exp.errors import HsvError
 from hsv_exp.atomic import write_json_atomic
-from hsv_exp.run import identity, run
+from hsv_exp.run_dir import identity
 
 log = logging.getLogger("hsv_exp")
 register_configs()
+dry_run.register()
 
 
 def _quiet_libraries() -> None:
@@ -39,14 +41,13 @@ def execute(cfg: DictConfig) -> float | None:
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     objects = None
     try:
-        objects = to_objects(cfg)
-        if objects.dry_run:
-            print(f"[dry-run] {run_dir}\n{OmegaConf.to_yaml(config_dict)}", flush=True)
-            return None
+        objects = to_config(cfg)
         _quiet_libraries()
         # A sweep's runs share its dir: one wandb dir (`wandb leet multirun/<study>/wandb` browses them
         # together), one scan per distinct scanned data set, and the registry of equivalent runs.
         sweep_dir = Path(HydraConfig.get().sweep.dir) if multirun else None
+        from hsv_exp.run import run  # here: torch and transformers load only when something runs
+
         metrics = run(objects, config_dict, run_dir, sweep_dir=sweep_dir)
         if objects.stage == "scan":
             return None
@@ -80,8 +81,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    # dry_run=true lists jobs without running them, so it must not submit them to a cluster either:
-    # whatever launcher was asked for, the jobs are expanded by the in-process local launcher.
+    # dry_run=true lists jobs without running them (hsv_exp.dry_run): its sweeper replaces Hydra's, so
+    # nothing is launched, submitted or written; a single run is listed as a sweep of one job.
+    # `--cfg job` (Hydra's way to print one job's config) never reaches a sweeper.
     if any(arg.lower() == "dry_run=true" for arg in sys.argv[1:]):
-        sys.argv = [("launcher=local" if arg.startswith("launcher=") else arg) for arg in sys.argv]
+        args = [("launcher=local" if arg.startswith("launcher=") else arg) for arg in sys.argv[1:]]
+        if not any(arg in ("-m", "--multirun") for arg in args):
+            args = ["--multirun", *args, "hydra.sweeper.single=true"]
+        sys.argv = [sys.argv[0], *args, "hydra/sweeper=hsv_dry_run"]
     _hydra_main()

@@ -16,6 +16,7 @@ Embedding lookups, LayerNorms, softmax and the head are ignored (a few % at most
 from __future__ import annotations
 
 from hsv_exp.selection import Selection
+from hsv_exp.truncation import Truncated
 
 
 def layer_flops_per_token(hidden: int, intermediate: int, seq_len: float) -> float:
@@ -52,3 +53,34 @@ def accounting(selection: Selection, hidden: int, intermediate: int, seq_len: fl
         "inference_flops_saving_pct": 100.0 * (1 - forward / (selection.num_layers * layer)),
         "mean_seq_len": seq_len,
     }
+
+
+def injected_params(model, tuning_name: str) -> int:
+    """Parameters injected by the method that run once per token, found by the name prefixes its
+    module declares (hsv_exp.tuning.PER_TOKEN_PREFIXES)."""
+    from hsv_exp.tuning import PER_TOKEN_PREFIXES
+
+    prefixes = PER_TOKEN_PREFIXES.get(tuning_name, ())
+    return sum(parameter.numel() for name, parameter in model.named_parameters() if any(prefix in name for prefix in prefixes))
+
+
+def model_accounting(model, selection: Selection, truncated: Truncated, tuning, mean_seq_len: float) -> dict:
+    """`accounting` for a built, tuned model, plus its parameter counts against the whole model.
+
+    model: the LayerClassifier after its tuning method; truncated: the truncation step's record;
+    tuning: the TuningConfig."""
+    from hsv_exp.tuning import PREFIX_KEY_METHODS
+
+    config = model.backbone.config
+    trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+    compute = accounting(selection, config.hidden_size, getattr(config, "intermediate_size", 4 * config.hidden_size),
+                         mean_seq_len, full_layer_weights_train=tuning.name == "full",
+                         injected_params=injected_params(model, tuning.name),
+                         prefix_keys=tuning.prefix_length if tuning.name in PREFIX_KEY_METHODS else 0)
+    compute.update({
+        "total_params": truncated.full_params,
+        "params_kept": sum(parameter.numel() for parameter in model.parameters()),
+        "trainable_params": trainable,
+        "trainable_pct": 100.0 * trainable / truncated.full_params,
+    })
+    return compute

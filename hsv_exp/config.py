@@ -2,7 +2,7 @@
 
 `conf/config.yaml` starts from `base_config`, so a typo'd key (`train.lrr=1`) or a wrong type
 (`train.epochs=two`) fails when Hydra composes the config, before any work starts. Values that
-only make sense together are checked in `__post_init__`, which runs in `to_objects()`.
+only make sense together are checked in `__post_init__`, which runs in `to_config()`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from hsv_exp.errors import ConfigError
 #   the fingerprint, so a run's fingerprint never changes when one is added here.
 NOT_SEMANTIC = {"semantic": False}
 EXECUTION = {"execution": True}
+
+# The tuning methods, in the registry's order. Only names here: hsv_exp.tuning (which imports torch,
+# transformers and PEFT) holds the implementations and asserts at import that its names are these.
+TUNING_METHODS = ("full", "adapter", "pfeiffer", "parallel_adapter", "scaled_pa", "mam", "prefix", "lora", "bitfit")
 
 
 @dataclass
@@ -160,10 +164,8 @@ class TuningConfig:
     lr: Optional[float] = None
 
     def __post_init__(self) -> None:
-        from hsv_exp.tuning import METHODS
-
-        if self.name not in METHODS:
-            raise ConfigError(f"tuning.name={self.name} is not one of {sorted(METHODS)}")
+        if self.name not in TUNING_METHODS:
+            raise ConfigError(f"tuning.name={self.name} is not one of {sorted(TUNING_METHODS)}")
         for key in ("bottleneck", "prefix_length", "lora_r"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"tuning.{key} must be >= 1")
@@ -171,7 +173,7 @@ class TuningConfig:
 
 @dataclass
 class TrainConfig:
-    lr: float = 2e-5
+    lr: float = 5e-5  # full fine-tuning lr, sized for MiniLM on the GLUE tasks (conf/task/custom.yaml keeps 2e-5)
     head_lr: Optional[float] = None  # None = lr
     epochs: int = 3
     batch_size: int = 32
@@ -225,7 +227,7 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=NOT_SEMANTIC)
     stage: str = "all"  # scan | train | all
     seed: int = 0
-    dry_run: bool = field(default=False, metadata=NOT_SEMANTIC)  # print the resolved config and exit (multirun: one per job)
+    dry_run: bool = field(default=False, metadata=NOT_SEMANTIC)  # list each job's run dir and state, write nothing (hsv_exp/dry_run.py)
     tags: list[str] = field(default_factory=list, metadata=NOT_SEMANTIC)
     study: Optional[str] = field(default=None, metadata=NOT_SEMANTIC)  # sweep/study name; used as the W&B group
     resume: bool = field(default=True, metadata=NOT_SEMANTIC)  # re-running into a run dir with a checkpoint continues from it
@@ -283,8 +285,9 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("hsv.or", lambda value, default: default if value is None else value)
 
 
-def to_objects(cfg: DictConfig) -> Config:
-    """Resolve and validate a composed config; raises ConfigError with one readable line."""
+def to_config(cfg: DictConfig) -> Config:
+    """The composed config as one resolved, validated `Config` (every group's `__post_init__` has
+    run); raises ConfigError with one readable line."""
     try:
         obj = OmegaConf.to_object(cfg)
     except Exception as exc:

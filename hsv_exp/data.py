@@ -8,10 +8,11 @@ Label ids equal the hub's (RTE: entailment=0, not_entailment=1).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +40,15 @@ class Split:
     texts: list[tuple[str, ...]]  # one tuple of 1 or 2 strings per example
     labels: np.ndarray  # int64 class ids, or float32 scores for regression
     source: str  # where it came from, for messages
+    # The names of the label ids (task.label_names, or for task=custom without them the inferred
+    # ones: load the other splits with `with_label_names(task, train_split)`); empty for regression.
+    label_names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices: np.ndarray) -> "Split":
-        return Split(self.name, [self.texts[i] for i in indices], self.labels[indices], self.source)
+        return Split(self.name, [self.texts[i] for i in indices], self.labels[indices], self.source, self.label_names)
 
 
 # ---------------------------------------------------------------- reading
@@ -116,12 +120,20 @@ def _rows_to_split(name: str, rows, task: TaskConfig, path: Path, columns: dict[
         texts.append(tuple(str(row[column]) for column in text_columns))
         labels.append(_label_id(row[label_column], task, where))
     dtype = np.float32 if task.is_regression else np.int64
-    return Split(name, texts, np.asarray(labels, dtype=dtype), str(path))
+    return Split(name, texts, np.asarray(labels, dtype=dtype), str(path), list(task.label_names))
 
 
-def _infer_label_names(rows, task: TaskConfig) -> None:
+def _infer_label_names(rows, task: TaskConfig) -> list[str]:
     """task=custom without label_names: the sorted distinct training labels."""
-    task.label_names = sorted({str(row[task.label_field]).strip() for _, row in rows if task.label_field in row})
+    return sorted({str(row[task.label_field]).strip() for _, row in rows if task.label_field in row})
+
+
+def with_label_names(task: TaskConfig, split: Split) -> TaskConfig:
+    """`task` with the label names `split` was read with (inferred ones for task=custom); the
+    config object passed in is not changed."""
+    if task.is_regression or task.label_names == split.label_names:
+        return task
+    return dataclasses.replace(task, label_names=list(split.label_names))
 
 
 def load_custom(task: TaskConfig, split: str) -> Split:
@@ -138,7 +150,7 @@ def load_custom(task: TaskConfig, split: str) -> Split:
     else:
         raise DataError(f"{path}: unknown format '{suffix}' (use .csv, .tsv or .jsonl)")
     if not task.is_regression and not task.label_names:
-        _infer_label_names(rows, task)
+        task = dataclasses.replace(task, label_names=_infer_label_names(rows, task))
     return _rows_to_split(split, rows, task, path, {})
 
 

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from hsv_exp.backbone import embeddings_name, encoder_inputs, find_layers
-from hsv_exp.pooling import pool, token_mask
 
 
 class StatesInput(nn.Module):
@@ -72,8 +71,7 @@ def window_logits(model, inputs: dict, states: torch.Tensor) -> torch.Tensor:
     window = list(model.layers)[first_window - 1:]
     with swapped(model.backbone, window, states.clone() if states.is_inference() else states):
         hidden = model.backbone(**encoder_inputs(inputs, model._accepts)).last_hidden_state
-    pooled = pool(hidden, token_mask(inputs["attention_mask"], inputs.get("special_tokens_mask")), model.pooling)
-    return model.head(model.dropout(pooled))
+    return model.classify(model.pool(hidden, inputs["attention_mask"], inputs.get("special_tokens_mask")))
 
 
 def split_forward(model, inputs: dict) -> torch.Tensor:
@@ -106,7 +104,8 @@ class FrozenCache:
             self.path = directory / "frozen_cache.npy"
             self.array = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=(total, dim))
 
-    def store(self, indices: torch.Tensor, states: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    def store(self, indices: torch.Tensor, states: torch.Tensor) -> None:
+        """Keep example `indices[row]`'s first `length` (its unpadded token count, from the offsets) states."""
         states = states.float().cpu().numpy()
         for row, index in enumerate(indices.tolist()):
             length = self.offsets[index + 1] - self.offsets[index]
@@ -133,5 +132,5 @@ def build_cache(model, batches, lengths: list[int], mode: str, memory_budget_mb:
     model.eval()
     for batch in batches:
         inputs = {key: value.to(device) for key, value in batch.items() if key not in ("labels", "index")}
-        cache.store(batch["index"], prefix_states(model, inputs), inputs["attention_mask"])
+        cache.store(batch["index"], prefix_states(model, inputs))
     return cache

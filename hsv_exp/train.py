@@ -23,6 +23,7 @@ from hsv_exp import glue_metrics
 from hsv_exp.frozen_cache import build_cache, has_frozen_prefix, split_forward, window_logits
 from hsv_exp.config import TaskConfig, TrainConfig
 from hsv_exp.data import Collator, Encoded, length_order
+from hsv_exp.tuning.state import trainable_state
 
 
 @dataclass
@@ -129,10 +130,6 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
         {"params": head, "weight_decay": cfg.weight_decay, "lr": cfg.head_lr or cfg.lr},
     ]
     return torch.optim.AdamW([group for group in groups if group["params"]], lr=cfg.lr)
-
-
-def trainable_state(model) -> dict[str, torch.Tensor]:
-    return {name: parameter.detach().cpu().clone() for name, parameter in model.named_parameters() if parameter.requires_grad}
 
 
 def _cached_forward(model, data: Encoded, cfg: TrainConfig, collate: Collator, device: torch.device,

@@ -6,10 +6,30 @@ layer count is updated, so inference runs only layers 1..head.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
 from hsv_exp.backbone import embeddings_of, find_layers
 from hsv_exp.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Truncated:
+    """The pipeline's truncation step: the encoder cut to layers 1..head_layer, and the size of the
+    whole model it was cut from (the compute accounting's reference)."""
+
+    encoder: nn.Module
+    full_params: int  # parameters of the untruncated model
+    full_layers: int  # its layer count L
+
+
+def truncate_model(backbone: nn.Module, head_layer: int) -> Truncated:
+    """Count the whole model, then remove its layers above `head_layer` (in place: the dropped
+    layers leave memory)."""
+    full_params = sum(parameter.numel() for parameter in backbone.parameters())
+    full_layers = len(find_layers(backbone)[2])
+    return Truncated(truncate(backbone, head_layer), full_params, full_layers)
 
 
 def truncate(backbone: nn.Module, head_layer: int) -> nn.Module:

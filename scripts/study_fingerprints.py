@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import sys
 from pathlib import Path
 
 import yaml
 from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's hsv_exp, whatever the installed one is
 
 
 def job_overrides(sweep: str) -> list[list[str]]:
@@ -31,14 +33,16 @@ def job_overrides(sweep: str) -> list[list[str]]:
 def fingerprints(sweep: str, every: int = 1) -> list[tuple[str, str]]:
     os.environ["GLUE_DIR"] = "/glue"
     from hsv_exp.config import register_configs
-    from hsv_exp.run import config_fingerprint
+    from hsv_exp.dry_run import job_configs
+    from hsv_exp.run_dir import config_fingerprint
 
     register_configs()
     rows = []
     with initialize_config_dir(str(REPO / "sweeps"), version_base="1.3"):
-        for overrides in job_overrides(sweep)[::every]:
-            cfg = compose(sweep, overrides=[*overrides, f"hydra.sweep.dir=multirun/{sweep}"], return_hydra_config=True)
-            HydraConfig.instance().set_config(cfg)  # the jobs' ${hydra:...} interpolations resolve against it
+        master = compose(sweep, overrides=[f"hydra.sweep.dir=multirun/{sweep}"], return_hydra_config=True)
+        # the dry run's composer (one Hydra compose per group combination): checked here against the
+        # fingerprints that full per-job composes gave
+        for overrides, cfg in job_configs(GlobalHydra.instance().config_loader(), master, job_overrides(sweep)[::every]):
             with open_dict(cfg):
                 del cfg["hydra"]
             rows.append((" ".join(overrides), config_fingerprint(OmegaConf.to_container(cfg, resolve=True))))

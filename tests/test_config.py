@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException, MissingConfigException
@@ -16,7 +17,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
 from hsv_exp.cli import CONF_DIR  # registers the schema and the hsv.dirname resolver
-from hsv_exp.config import Config, run_dirname, to_objects
+from hsv_exp.config import Config, run_dirname, to_config
 from hsv_exp.errors import ConfigError
 
 # conf/local holds git-ignored site settings; `optional local: default` loads them in every compose.
@@ -47,7 +48,7 @@ def hydra_conf():
 
 
 def objects(*overrides: str) -> Config:
-    return to_objects(compose("config", overrides=list(overrides)))
+    return to_config(compose("config", overrides=list(overrides)))
 
 
 def test_groups_are_found():
@@ -76,7 +77,7 @@ def test_every_option_composes_and_converts(group, option):
 
     with open_dict(full):
         del full["hydra"]  # what cli.execute sees: the job config alone
-    cfg = to_objects(full)
+    cfg = to_config(full)
     assert isinstance(cfg, Config)
     if group in NAMED_BY_OPTION:
         assert getattr(cfg, group).name == option, f"conf/{group}/{option}.yaml sets name={getattr(cfg, group).name}"
@@ -147,10 +148,10 @@ def test_unknown_option_lists_the_available_ones():
     (["stage=eval"], "stage"),
     (["model.name=???"], "model.name"),
 ], ids=lambda value: ",".join(value) if isinstance(value, list) else None)
-def test_invalid_combinations_fail_in_to_objects(overrides, names):
+def test_invalid_combinations_fail_in_to_config(overrides, names):
     cfg = compose("config", overrides=overrides)  # each value alone is well-typed
     with pytest.raises(ConfigError) as info:
-        to_objects(cfg)
+        to_config(cfg)
     message = str(info.value)
     assert names in message and "\n" not in message  # the CLI prints it as one `error:` line
 
@@ -188,3 +189,15 @@ def test_sweep_dir_is_the_study():
 def test_sweep_dir_without_a_study():
     cfg = compose("config", return_hydra_config=True)
     assert cfg.hydra.sweep.dir == "multirun/sweep"
+
+
+def test_run_dir_names_leave_out_exactly_the_keys_the_fingerprint_leaves_out():
+    from hsv_exp.config import NOT_SEMANTIC, keys_marked
+
+    exclude = set(yaml.safe_load((Path(CONF_DIR) / "hydra/default.yaml").read_text())["job"]["config"]["override_dirname"]["exclude_keys"])
+    not_semantic = set(keys_marked(NOT_SEMANTIC))
+    assert not_semantic - exclude == set()  # e.g. `tags`: not in the fingerprint, so not in the dir name either
+    hydra_only = {"launcher"}
+    extra = {key for key in exclude - not_semantic - hydra_only
+             if not key.startswith("hydra.") and not any(key.startswith(parent + ".") for parent in not_semantic)}
+    assert extra == set()  # an excluded key the fingerprint keeps would give two configs one run dir

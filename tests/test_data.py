@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from hsv_exp.cli import CONF_DIR  # registers the schema and the resolvers
-from hsv_exp.config import TaskConfig, to_objects
-from hsv_exp.data import (Collator, Encoded, class_ids, encode, load_split, loader,
+from hsv_exp.config import TaskConfig, to_config
+from hsv_exp.data import (Collator, Encoded, class_ids, encode, load_split, loader, with_label_names,
                           stratified_subsample)
 from hsv_exp.errors import DataError
 
@@ -37,7 +37,7 @@ def _composed_task(name: str) -> TaskConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"task={name}", "logger=none"])
     GlobalHydra.instance().clear()
-    return to_objects(cfg).task
+    return to_config(cfg).task
 
 
 def task_config(name: str, glue_dir: Path | str | None = None, **changes) -> TaskConfig:
@@ -153,7 +153,7 @@ def test_glue_dir_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("GLUE_DIR", str(tmp_path))
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        task = to_objects(compose("config", overrides=["task=rte"])).task
+        task = to_config(compose("config", overrides=["task=rte"])).task
     GlobalHydra.instance().clear()
     assert task.glue_dir == str(tmp_path)
     assert len(load_split(task, "dev")) == 3
@@ -245,8 +245,10 @@ def test_custom_csv_with_quoting_and_inferred_labels(tmp_path):
     task = custom_task({"train": train, "dev": dev})
     split = load_split(task, "train")
     assert split.texts == [("Hello, world",), ('She said "no"',), ("multi\nline",)]
-    assert task.label_names == ["neg", "pos"]  # sorted distinct training labels
+    assert split.label_names == ["neg", "pos"]  # sorted distinct training labels
+    assert task.label_names == []  # returned, not written into the config
     assert split.labels.tolist() == [1, 0, 1]
+    task = with_label_names(task, split)
     assert task.num_labels == 2
     assert load_split(task, "dev").labels.tolist() == [1]  # the training label ids, not re-inferred from dev
 
@@ -266,14 +268,14 @@ def test_custom_jsonl_pairs_and_regression(tmp_path):
     task = custom_task({"train": path}, text_fields=["premise", "hypothesis"])
     split = load_split(task, "train")
     assert split.texts == [("P0", "H0"), ("P1", "H1")]
-    assert task.label_names == ["0", "1"] and split.labels.tolist() == [1, 0]
+    assert split.label_names == ["0", "1"] and split.labels.tolist() == [1, 0]
 
     scores = tmp_path / "scores.jsonl"
     scores.write_text('{"text": "a", "label": 0.5}\n{"text": "b", "label": 4}\n')
     task = custom_task({"train": scores}, is_regression=True, metrics=["pearson"], main_metric="pearson")
     split = load_split(task, "train")
     assert split.labels.dtype == np.float32 and split.labels.tolist() == [0.5, 4.0]
-    assert task.label_names == []
+    assert task.label_names == [] and split.label_names == []
 
 
 def test_custom_errors_name_the_file(tmp_path):

@@ -11,6 +11,7 @@ from hsv_exp.compute import accounting
 from hsv_exp.config import SelectConfig, TuningConfig
 from hsv_exp.errors import ConfigError
 from hsv_exp.selection import select_layers
+from hsv_exp.truncation import truncate, truncate_model
 from hsv_exp.tuning import METHODS
 
 from conftest import TINY_KWARGS, tiny_model
@@ -70,7 +71,9 @@ def test_layer_stack_found_and_truncation_removes_layers(arch):
         reference = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
     params_before = sum(p.numel() for p in model.parameters())
     selection = select_layers(SelectConfig(name="manual", head_layer=2, k=1), 4)
-    classifier = LayerClassifier(model, selection, num_labels=3)
+    cut = truncate_model(model, selection.head_layer)
+    assert cut.full_params == params_before and cut.full_layers == 4
+    classifier = LayerClassifier(cut.encoder, selection, num_labels=3)
     layers = find_layers(classifier.backbone)[2]
     assert len(layers) == 2
     layer_params = sum(p.numel() for p in layers[0].parameters())
@@ -101,7 +104,8 @@ def expected_full_names(model, tuned_layers, tune_embeddings):
 @pytest.mark.parametrize("select", [SelectConfig(name="top", k=2), SelectConfig(name="manual", head_layer=3, k=1),
                                     SelectConfig(name="all")])
 def test_full_tuning_trains_exactly_the_window(arch, select):
-    model = LayerClassifier(tiny_model(arch), select_layers(select, 4), num_labels=2)
+    selection = select_layers(select, 4)
+    model = LayerClassifier(truncate(tiny_model(arch), selection.head_layer), selection, num_labels=2)
     METHODS["full"](model, TuningConfig())
     expected = expected_full_names(model, model.selection.tuned_layers, model.selection.tune_embeddings)
     assert set(model.trainable_parameter_names()) == expected
@@ -109,7 +113,7 @@ def test_full_tuning_trains_exactly_the_window(arch, select):
 
 
 def test_frozen_layers_stay_in_eval_mode_and_unchanged():
-    model = LayerClassifier(tiny_model("bert"), select_layers(SelectConfig(name="manual", head_layer=4, k=2), 4), 2, dropout=0.0)
+    model = LayerClassifier(tiny_model("bert"), select_layers(SelectConfig(name="manual", head_layer=4, k=2), 4), 2, dropout=0.0)  # 4 of 4 layers: nothing to cut
     METHODS["full"](model, TuningConfig())
     model.train()
     assert not model.layers[0].training and not model.layers[1].training and not model.backbone.embeddings.training

@@ -1,6 +1,8 @@
 """Every sweep file dry-runs: it composes with the real configs and lists its jobs without
 running (or submitting) anything, even when launcher=slurm is asked for."""
 
+import json
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +37,58 @@ def test_sweep_dry_runs_every_job(name, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     listed = [line for line in done.stdout.splitlines() if line.startswith("[dry-run] ")]
-    assert len(listed) == expected_jobs(name, fixed)
-    assert len(set(listed)) == len(listed)  # every job has its own run dir
-    assert not list(Path(tmp_path).rglob("metrics.json")) and not list(Path(tmp_path).rglob("variability.json"))
-    assert not list(Path(tmp_path).rglob("*.pkl"))  # nothing was handed to submitit
+    jobs = expected_jobs(name, fixed)
+    assert len(listed) == jobs
+    run_dirs = [line.removeprefix("[dry-run] ").rsplit("  ", 1)[0] for line in listed]
+    assert len(set(run_dirs)) == len(run_dirs)  # every job has its own run dir
+    assert all(line.endswith("  new") for line in listed)
+    assert done.stdout.splitlines()[-1] == (f"dry run: {jobs} jobs: 0 complete, 0 resumable, 0 would reuse, {jobs} new, "
+                                            "0 conflict, 0 invalid")
+    assert not list(Path(tmp_path).rglob("*"))  # nothing written: no job dirs, .hydra, multirun.yaml or submitit files
+
+
+def _snapshot(root: Path) -> dict:
+    return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def _hsv(*args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "hsv_exp", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_dry_run_reports_each_job_state_and_writes_nothing(tmp_path):
+    """A sweep dir with one complete run, one with a checkpoint and one new: each state is reported,
+    and no file's bytes or mtime change."""
+    import torch
+
+    from hsv_exp.run_dir import config_fingerprint
+
+    sweep = tmp_path / "sweep"
+    common = ["model=tiny", "task=custom", "task.files.train=/nowhere/train.csv", "task.label_names=[a,b]", "select=top",
+              "select.k=1", f"hydra.sweep.dir={sweep}"]
+
+    def states() -> tuple[dict, str]:
+        lines = _hsv("-m", *common, "seed=0,1,2", "dry_run=true").stdout.splitlines()
+        jobs = [line.removeprefix("[dry-run] ").split("  ", 1) for line in lines if line.startswith("[dry-run] ")]
+        return {Path(run_dir): state for run_dir, state in jobs}, lines[-1]
+
+    found, _ = states()
+    seed_of = {run_dir: next(part for part in run_dir.name.split(",") if part.startswith("seed=")) for run_dir in found}
+    dirs = {seed: run_dir for run_dir, seed in seed_of.items()}
+    assert set(dirs) == {"seed=0", "seed=1", "seed=2"} and set(found.values()) == {"new"}
+    fingerprint = {seed: config_fingerprint(yaml.safe_load(_hsv(*common, f"seed={seed}", "--cfg", "job", "--resolve").stdout))
+                   for seed in (0, 1)}
+    dirs["seed=0"].mkdir(parents=True)
+    (dirs["seed=0"] / "metrics.json").write_text(json.dumps({"status": "complete", "fingerprint": fingerprint[0]}))
+    (dirs["seed=1"] / "checkpoint").mkdir(parents=True)
+    (dirs["seed=1"] / "run.json").write_text(json.dumps({"fingerprint": fingerprint[1]}))
+    torch.save({"epoch": 2, "step_in_epoch": 5}, dirs["seed=1"] / "checkpoint" / "last.pt")
+    before = _snapshot(tmp_path)
+
+    found, summary = states()
+    assert {seed_of[run_dir]: state for run_dir, state in found.items()} == {
+        "seed=0": "complete", "seed=1": "resumable from epoch 2", "seed=2": "new"}
+    assert summary == "dry run: 3 jobs: 1 complete, 1 resumable, 0 would reuse, 1 new, 0 conflict, 0 invalid"
+    assert _snapshot(tmp_path) == before
+    assert sorted(sweep.iterdir()) == sorted([dirs["seed=0"], dirs["seed=1"]])  # no multirun.yaml, no dir for seed=2

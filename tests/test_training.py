@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from hsv_exp.classifier import LayerClassifier
+from hsv_exp.truncation import truncate
 from hsv_exp.config import SelectConfig, TaskConfig, TrainConfig, TuningConfig
 from hsv_exp.data import Encoded
 from hsv_exp.selection import select_layers
@@ -40,7 +41,8 @@ def toy_data(n: int, seed: int) -> Encoded:
 
 def fit(cache: str, tmp_path, select=SelectConfig(name="manual", head_layer=3, k=1), tuning="full", epochs=3):
     torch.manual_seed(0)
-    model = LayerClassifier(tiny_model("bert"), select_layers(select, 4), num_labels=2)
+    selection = select_layers(select, 4)
+    model = LayerClassifier(truncate(tiny_model("bert"), selection.head_layer), selection, num_labels=2)
     METHODS[tuning](model, TuningConfig(name=tuning))
     cfg = TrainConfig(lr=5e-3, epochs=epochs, batch_size=8, cache_frozen=cache, cache_memory_budget_mb=0 if cache == "disk" else 2048)
     result = train(model, toy_data(60, 0), {"dev": toy_data(30, 1)}, TASK, cfg, seed=3, pad_token_id=0, run_dir=tmp_path / cache, progress=False)

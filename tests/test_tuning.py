@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModel
 
 from hsv_exp.classifier import LayerClassifier
+from hsv_exp.truncation import truncate
 from hsv_exp.config import SelectConfig, TuningConfig
 from hsv_exp.errors import ConfigError
 from hsv_exp.selection import select_layers
@@ -80,7 +81,8 @@ def build(arch: str, select: str = "top", method: str | None = None, seed: int =
     """A fresh classifier on the same 'pretrained' tiny backbone; the method's own init is seeded."""
     backbone = copy.deepcopy(_pretrained(arch))
     torch.manual_seed(1)
-    model = LayerClassifier(backbone, select_layers(SELECTS[select], NUM_LAYERS), NUM_LABELS)
+    selection = select_layers(SELECTS[select], NUM_LAYERS)
+    model = LayerClassifier(truncate(backbone, selection.head_layer), selection, NUM_LABELS)
     if method is not None:
         torch.manual_seed(seed)
         METHODS[method](model, tuning_config(method, **overrides))
@@ -305,7 +307,7 @@ def test_prefix_is_the_same_under_eager_and_sdpa():
         backbone = AutoModel.from_config(config).eval()
         backbone.load_state_dict(_pretrained("bert").state_dict())
         torch.manual_seed(1)
-        model = LayerClassifier(backbone, select_layers(SELECTS["top"], NUM_LAYERS), NUM_LABELS)
+        model = LayerClassifier(truncate(backbone, NUM_LAYERS), select_layers(SELECTS["top"], NUM_LAYERS), NUM_LABELS)
         torch.manual_seed(2)
         METHODS["prefix"](model, tuning_config("prefix"))
         outputs.append(logits(model.eval()))

@@ -26,6 +26,8 @@ from torch import nn
 from hsv_exp.errors import ConfigError
 from hsv_exp.tuning.state import reference_parameter, train_window_layer_norms
 
+PARAMETER_PREFIX = "adapter_"  # every module this file injects is named adapter_<site>
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -127,7 +129,7 @@ def _sequential(model, cfg, sites: tuple[str, ...]) -> None:
         like = reference_parameter(layer)
         for site in sites:
             adapter = SequentialAdapter(dim, cfg.bottleneck, like)
-            layer.add_module(f"adapter_{site}", adapter)
+            layer.add_module(f"{PARAMETER_PREFIX}{site}", adapter)
             layer.get_submodule(getattr(layout, f"{site}_output")).register_forward_hook(adapter.after)
     if cfg.train_layer_norm:
         train_window_layer_norms(model)
@@ -140,7 +142,7 @@ def add_parallel_ffn_adapters(model, cfg) -> None:
     dim = model.backbone.config.hidden_size
     for layer in model.window_layers():
         adapter = ParallelAdapter(dim, cfg.bottleneck, reference_parameter(layer), cfg.scale)
-        layer.add_module("adapter_ffn", adapter)
+        layer.add_module(f"{PARAMETER_PREFIX}ffn", adapter)
         site = layer.get_submodule(layout.ffn_input_site)
         if layout.ffn_input_kind == "residual":
             site.register_forward_pre_hook(adapter.into_residual, with_kwargs=True)

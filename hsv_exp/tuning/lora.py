@@ -17,6 +17,8 @@ from hsv_exp.backbone import find_layers
 from hsv_exp.errors import ConfigError
 from hsv_exp.tuning.state import train_window_layer_norms
 
+PARAMETER_PREFIX = "lora_"  # PEFT names its LoRA parameters lora_A / lora_B
+
 # model_type -> the attention projections Hu et al. adapt (W_q and W_v)
 DEFAULT_TARGETS = {
     "bert": ["query", "value"],

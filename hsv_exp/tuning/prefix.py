@@ -32,6 +32,7 @@ from transformers.models.mpnet.modeling_mpnet import MPNetSelfAttention
 from hsv_exp.errors import ConfigError
 from hsv_exp.tuning.state import reference_parameter, train_window_layer_norms
 
+PARAMETER_PREFIX = "prefix_"  # the injected module is <attention>.prefix_encoder
 PREFIX_ATTENTION = "hsv_prefix"
 # model_type -> path of the self-attention module inside one layer
 INTERFACE_SITES = {"bert": "attention.self", "roberta": "attention.self", "distilbert": "attention"}

@@ -35,7 +35,8 @@ def reference_parameter(module: nn.Module) -> torch.Tensor:
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: parameter.detach().cpu() for name, parameter in model.named_parameters() if parameter.requires_grad}
+    """Copies (on the CPU) of the `requires_grad` parameters, by name: what checkpoints hold."""
+    return {name: parameter.detach().cpu().clone() for name, parameter in model.named_parameters() if parameter.requires_grad}
 
 
 def save_trainable(model: nn.Module, path: str | os.PathLike) -> None:

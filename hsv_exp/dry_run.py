@@ -1,0 +1,185 @@
+"""`dry_run=true`: list what a command would do, job by job, and write nothing anywhere.
+
+    python -m hsv_exp -m -cd sweeps -cn study dry_run=true
+
+prints one line per job, `[dry-run] <run dir>  <state>`, where state is one of
+  complete                   metrics.json of this config is there: the job is skipped
+  resumable from epoch E     a checkpoint of this config is there: the job continues from it
+  would reuse <dir>          a completed equivalent run of the sweep (same layers, data, seed)
+  new                        nothing yet (a variability job's reuse is decided after its scan)
+  conflict: ... / invalid: ...   the job would fail (another config's files / a bad value)
+and then one `dry run: N jobs: ...` line with the counts.
+
+It replaces Hydra's sweeper (cli.main adds `hydra/sweeper=hsv_dry_run`), so Hydra neither writes
+multirun.yaml nor launches (and logs, and writes .hydra/ for) a job per configuration. Composing
+with Hydra costs ~0.1 s a job, so each distinct combination of config groups is composed once and
+the plain value overrides of each job are applied to a copy with OmegaConf; `hydra.job.override_dirname`
+is then computed exactly as Hydra does. The fingerprints this gives are checked against full
+composes (tests/test_fingerprints.py through scripts/study_fingerprints.py, which uses `job_configs`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from hydra._internal.config_loader_impl import get_overrides_dirname
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hsv_exp import run_dir as run_dir_lib
+from hsv_exp.config import to_config
+from hsv_exp.errors import HsvError
+
+
+@dataclass
+class DryRunSweeperConf:
+    _target_: str = "hydra_plugins.hsv_exp_dry_run.DryRunSweeper"  # Hydra instantiates plugins from hydra_plugins only
+    max_batch_size: Optional[int] = None  # accepted like the basic sweeper's; all jobs are listed at once
+    params: Optional[dict[str, str]] = None  # a sweep file's hydra.sweeper.params
+    single: bool = False  # a single run (no -m): the run dir is hydra.run.dir
+
+
+def register() -> None:
+    ConfigStore.instance().store(group="hydra/sweeper", name="hsv_dry_run", node=DryRunSweeperConf, provider="hsv_exp")
+
+
+def job_configs(config_loader, master: DictConfig, jobs: list[list[str]]) -> Iterator[tuple[list[str], DictConfig]]:
+    """(overrides, composed config with its hydra node) of every job, as Hydra's launchers compose them.
+
+    Sets HydraConfig to each job's config before yielding it, so `${hydra:...}` resolves as in the job."""
+    from hydra._internal.config_repository import CachingConfigRepository
+
+    # Every compose reads the same yaml files: one cache for all of them (Hydra makes one per compose).
+    if not isinstance(config_loader.repository, CachingConfigRepository):
+        config_loader.repository = CachingConfigRepository(config_loader.repository)
+    parser = OverridesParser.create(config_loader=config_loader)
+    groups: dict[str, bool] = {}
+    composed: dict[tuple[str, ...], DictConfig] = {}
+
+    def is_group(key: str) -> bool:
+        if key not in groups:
+            parent, _, name = key.rpartition("/")
+            groups[key] = name in config_loader.list_groups(parent)
+        return groups[key]
+
+    for job in jobs:
+        parsed = parser.parse_overrides(job)
+        grouped = tuple(override.input_line for override in parsed if is_group(override.key_or_group))
+        values = [override for override in parsed if not is_group(override.key_or_group)]
+        if any(override.is_delete() or override.package for override in values):
+            cfg = config_loader.load_sweep_config(master, list(job))  # rare forms: compose this job fully
+        else:
+            if grouped not in composed:
+                composed[grouped] = config_loader.load_sweep_config(master, list(grouped))
+            cfg = copy.deepcopy(composed[grouped])
+            for override in values:
+                if override.is_add() or override.is_force_add():
+                    with open_dict(cfg):
+                        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True, force_add=True)
+                else:
+                    OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+            dirname = cfg.hydra.job.config.override_dirname
+            with open_dict(cfg.hydra):
+                cfg.hydra.overrides.task = list(job)
+                cfg.hydra.job.override_dirname = get_overrides_dirname(
+                    overrides=parsed, exclude_keys=dirname.exclude_keys, item_sep=dirname.item_sep, kv_sep=dirname.kv_sep)
+        HydraConfig.instance().set_config(cfg)
+        yield list(job), cfg
+
+
+def _num_layers(model_cfg) -> int:
+    """L of a model from its config only (no weights loaded)."""
+    if model_cfg.random_init:
+        kwargs = model_cfg.arch_kwargs
+        return int(kwargs.get("num_hidden_layers", kwargs.get("n_layers", 12)))
+    from transformers import AutoConfig
+
+    from hsv_exp.backbone import resolve_path
+
+    config = AutoConfig.from_pretrained(resolve_path(model_cfg.name_or_path))
+    return int(getattr(config, "num_hidden_layers", getattr(config, "n_layers", 0)))
+
+
+def _known_selection(cfg, run_dir: Path, layers_of: dict):
+    """The job's selection when it is known without running anything: top/all/manual, or variability
+    with the scan already in the run dir; else None."""
+    from hsv_exp.selection import select_layers
+
+    scores = None
+    if cfg.select.name == "variability":
+        scan = run_dir / "variability.json"
+        if not scan.is_file():
+            return None
+        scores = json.loads(scan.read_text())["scores"]
+    if cfg.model.name not in layers_of:
+        layers_of[cfg.model.name] = _num_layers(cfg.model)
+    try:
+        return select_layers(cfg.select, layers_of[cfg.model.name], scores)
+    except HsvError:
+        return None
+
+
+def job_state(config: DictConfig, run_dir: Path, sweep_dir: Path | None, layers_of: dict) -> tuple[str, str]:
+    """(kind, the line's text) of one job; reads its run dir and the sweep's registry, writes nothing."""
+    try:
+        cfg = to_config(config)
+    except HsvError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return "invalid", f"invalid: {exc}"
+    config_dict = OmegaConf.to_container(config, resolve=True)
+    state = run_dir_lib.inspect(run_dir, run_dir_lib.config_fingerprint(config_dict), cfg.resume)
+    if state.kind == "complete":
+        return "complete", "complete"
+    if state.kind == "conflict":
+        return "conflict", f"conflict: {state.reason}"
+    if state.kind == "resumable":
+        return "resumable", f"resumable from epoch {state.epoch}"
+    registry_dir = sweep_dir / "equivalent" if sweep_dir is not None else None
+    if cfg.stage != "scan" and cfg.reuse_equivalent_runs and registry_dir is not None and registry_dir.is_dir():
+        selection = _known_selection(cfg, run_dir, layers_of)
+        if selection is not None:
+            registry = run_dir_lib.registry_path(sweep_dir, config_dict, selection)
+            source = run_dir_lib.equivalent_source(registry, sweep_dir, run_dir)
+            if source is not None:
+                return "reuse", f"would reuse {sweep_dir / source[0]}"
+    return "new", "new"
+
+
+def list_jobs(config_loader, master: DictConfig, jobs: list[list[str]], single: bool = False) -> Counter:
+    """Print one line per job and the summary line; returns the counts by state."""
+    counts: Counter = Counter()
+    layers_of: dict = {}
+    for _, cfg in job_configs(config_loader, master, jobs):
+        hydra = cfg.hydra
+        sweep_dir = None if single else Path(hydra.sweep.dir)
+        run_dir = Path(hydra.run.dir) if single else sweep_dir / str(hydra.sweep.subdir)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        kind, text = job_state(cfg, run_dir, sweep_dir, layers_of)
+        counts[kind] += 1
+        print(f"[dry-run] {run_dir}  {text}", flush=True)
+    order = ("complete", "resumable", "reuse", "new", "conflict", "invalid")
+    names = {"reuse": "would reuse"}
+    print(f"dry run: {sum(counts.values())} jobs: " + ", ".join(f"{counts[kind]} {names.get(kind, kind)}" for kind in order),
+          flush=True)
+    return counts
+
+
+def sweep(config_loader, master: DictConfig, params: dict[str, str], arguments: list[str], single: bool) -> None:
+    """The sweeper's work: expand the sweep as Hydra's basic sweeper does, list the jobs; exit 2 if
+    any job is invalid (a bad value fails before any work, as a real launch would)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    parser = OverridesParser.create(config_loader=config_loader)
+    overrides = parser.parse_overrides([*(f"{key}={value}" for key, value in params.items()), *arguments])
+    jobs = BasicSweeper.split_arguments(overrides, None)[0]
+    if list_jobs(config_loader, master, jobs, single)["invalid"]:
+        sys.exit(2)
