@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from hsv_exp.results import write_atomic, write_figure, write_text
+from hsv_exp.atomic import write_atomic, write_figure, write_text
 
 SCAN_TARGET = 1.15  # scan time / plain inference time, at most
 RATIO_TARGET = 0.9  # measured / predicted speed-up, at least

@@ -1,4 +1,4 @@
-"""The numbers behind the paper's three claims, from a study's completed runs (hsv_exp.results).
+"""The numbers behind the paper's three claims, from a study's completed runs.
 
 1. variability-k vs top-k: the same method and k, paired by seed.
 2. variability-k vs the whole model (select=all) tuned with the same method.
@@ -12,15 +12,8 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from hsv_exp.results import Condition, Run, conditions, head_layer_of, main_key, mean_std
-
-TOLERANCES = (0.05, 0.10)
-
-
-def tolerance_head(layers: list[int], scores: list[float], tolerance: float) -> int:
-    """select.rule=tolerance: the earliest layer 1..L with nu <= (1 + tolerance) * min nu."""
-    best = min(score for layer, score in zip(layers, scores) if layer >= 1)
-    return min(layer for layer, score in zip(layers, scores) if layer >= 1 and score <= best * (1 + tolerance))
+from hsv_exp.results.runs import Condition, Run, conditions, head_layer_of, main_key
+from hsv_exp.results.tables import TOLERANCES, mean_std
 
 
 def _by_seed(condition: Condition) -> dict:
@@ -132,7 +125,7 @@ def claims_markdown(runs: list[Run]) -> list[str]:
                      and "train_time_s" in run.info["compute"]]
             train_rate = statistics.fmean(rates) if rates else None
         ratio = f"{train_rate / scan_rate:.1f}×" if scan_rate and train_rate else "—"
-        heads = [tolerance_head(scan["layers"], scan["scores"], t) for t in TOLERANCES]
+        heads = [head_layer_of(scan["layers"], scan["scores"], "tolerance", t) for t in TOLERANCES]
         lines.append(f"| {task} | {model} | {scan.get('num_examples', '—')} | {scan.get('scan_seconds', float('nan')):.1f} "
                      f"| {'—' if scan_rate is None else f'{scan_rate:.1f}'} | {'—' if train_rate is None else f'{train_rate:.1f}'} "
                      f"| {ratio} | {head_layer_of(scan['layers'], scan['scores'])} | " + " | ".join(map(str, heads)) + " |")
