@@ -19,18 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from hsv_exp.checkpoint import Preempted
 from hsv_exp.config import register_configs, to_objects
 from hsv_exp.errors import HsvError
+from hsv_exp.quiet import quiet_libraries
 from hsv_exp.atomic import write_json_atomic
 from hsv_exp.run import identity, run
 
 log = logging.getLogger("hsv_exp")
 register_configs()
-
-
-def _quiet_libraries() -> None:
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
 
 
 def execute(cfg: DictConfig) -> float | None:
@@ -43,7 +37,7 @@ def execute(cfg: DictConfig) -> float | None:
         if objects.dry_run:
             print(f"[dry-run] {run_dir}\n{OmegaConf.to_yaml(config_dict)}", flush=True)
             return None
-        _quiet_libraries()
+        quiet_libraries()
         # A sweep's runs share its dir: one wandb dir (`wandb leet multirun/<study>/wandb` browses them
         # together), one scan per distinct scanned data set, and the registry of equivalent runs.
         sweep_dir = Path(HydraConfig.get().sweep.dir) if multirun else None

@@ -1,4 +1,4 @@
-"""hsv_exp.bench measurements -> bench_<device>.csv (raw numbers), .md (tables, ratios, targets), .png.
+"""benchmarks.bench measurements -> bench_<device>.csv (raw numbers), .md (tables, ratios, targets), .png.
 
 Speed-ups are against our full fine-tuning of all layers (`ours all full`) of the same task and
 epoch. The predicted speed-up is 1 / `train_flops_fraction` of `hsv_exp.compute.accounting`;
