@@ -238,7 +238,7 @@ def _run(cfg: Config, run_dir: Path, device: torch.device, tracker, fingerprint:
     if cfg.stage == "scan" or cfg.select.name == "variability" or cfg.scan.always:
         scan_split = full_train if cfg.scan.full_split else train_split
         scan = run_scan(cfg, backbone, tokenizer, scan_split, device, run_dir, sweep_dir)
-        tracker.log_variability(scan["scores"], None, cfg.metric.name)
+        tracker.log_variability(scan["scores"], cfg.metric.name)
     if cfg.stage == "scan":
         print_scan(scan, None)
         return scan
