@@ -9,6 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+REPO = Path(__file__).resolve().parent.parent
 GLUE_DIR = os.environ.get("GLUE_DIR")  # `make test` sets it (the Makefile holds the default)
 
 TINY_KWARGS = {
