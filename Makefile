@@ -1,7 +1,8 @@
 # hsv_exp: every target sets itself up (creates .venv and installs pinned deps on first use).
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
-GLUE_DIR ?= $(abspath ../shared/glue)
+# The one default of GLUE_DIR: ../shared/glue where it exists, else empty (the hub). Everything else reads GLUE_DIR.
+GLUE_DIR ?= $(if $(wildcard ../shared/glue),$(abspath ../shared/glue))
 export GLUE_DIR
 
 .PHONY: help install run test test-fast bench clean
@@ -27,7 +28,7 @@ test-fast: $(STAMP)  ## tests without the slow end-to-end and SLURM ones
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PY) -m pytest -q -m "not slow and not slurm" $(ARGS)
 
 bench: $(STAMP)  ## speed/memory benchmark -> results/bench/bench_<device>.{md,csv,png} (ARGS=--quick: ~2 min)
-	$(PY) -m hsv_exp.bench $(ARGS)
+	$(PY) -m benchmarks.bench $(ARGS)
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -25,3 +25,13 @@ def write_atomic(path: Path, write: Callable[[IO], None], binary: bool = False) 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
     write_atomic(path, lambda f: f.write(json.dumps(payload, indent=2, default=float) + "\n"))
+
+
+def write_text(path: Path, text: str) -> None:
+    """A text file ending in one newline, written atomically."""
+    write_atomic(path, lambda f: f.write(text if text.endswith("\n") else text + "\n"))
+
+
+def write_figure(path: Path, figure) -> None:
+    """A matplotlib Figure as a 130-dpi PNG, written atomically."""
+    write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=130), binary=True)

@@ -20,19 +20,13 @@ from hsv_exp import dry_run
 from hsv_exp.checkpoint import Preempted
 from hsv_exp.config import register_configs, to_config
 from hsv_exp.errors import HsvError
+from hsv_exp.quiet import quiet_libraries
 from hsv_exp.atomic import write_json_atomic
 from hsv_exp.run_dir import identity
 
 log = logging.getLogger("hsv_exp")
 register_configs()
 dry_run.register()
-
-
-def _quiet_libraries() -> None:
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
 
 
 def execute(cfg: DictConfig) -> float | None:
@@ -42,7 +36,7 @@ def execute(cfg: DictConfig) -> float | None:
     objects = None
     try:
         objects = to_config(cfg)
-        _quiet_libraries()
+        quiet_libraries()
         # A sweep's runs share its dir: one wandb dir (`wandb leet multirun/<study>/wandb` browses them
         # together), one scan per distinct scanned data set, and the registry of equivalent runs.
         sweep_dir = Path(HydraConfig.get().sweep.dir) if multirun else None

@@ -1,8 +1,17 @@
-"""GLUE metrics with scikit-learn / SciPy (the hub's `evaluate` metric scripts need a network)."""
+"""GLUE metrics with scikit-learn / SciPy, written once: runs call `compute`, and the `evaluate`
+module in EVALUATE_PATH wraps it (`evaluate.load(EVALUATE_PATH, "rte")` works offline, unlike the
+hub's metric scripts)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from omegaconf import OmegaConf
+
+EVALUATE_PATH = str(Path(__file__).resolve().parent / "glue_metric")  # a folder: evaluate.load(EVALUATE_PATH, task)
+TASK_DIR = Path(__file__).resolve().parent.parent / "conf" / "task"
 
 # scikit-learn and SciPy are imported where a metric is computed: together they add ~1.3 s to every
 # `python -m hsv_exp` start, including the ones that stop at a config or data error.
@@ -50,3 +59,11 @@ METRICS = {"accuracy": _accuracy, "f1": _f1, "mcc": _mcc, "pearson": _pearson, "
 def compute(names: list[str], predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """predictions: class ids, or scores for regression; -> {name: value}."""
     return {name: float(METRICS[name](predictions, labels)) for name in names}
+
+
+def task_metrics(task: str) -> list[str]:
+    """The metric names a task reports: `task.metrics` of conf/task/<task>.yaml."""
+    path = TASK_DIR / f"{task}.yaml"
+    if not path.is_file():
+        raise KeyError(f"no GLUE task {task!r}: expected one of {sorted(p.stem for p in TASK_DIR.glob('*.yaml'))}")
+    return list(OmegaConf.load(path).task.metrics)

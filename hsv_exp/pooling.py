@@ -16,8 +16,8 @@ def token_mask(attention_mask: torch.Tensor, special_tokens_mask: torch.Tensor |
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """hidden (batch, seq, d), mask (batch, seq) -> (batch, d).
 
-    mean: average over masked-in tokens (a sequence with no real token falls back to all
-    non-padding tokens via the caller's mask; here an all-false row pools to zeros).
+    mean: average over masked-in tokens; a row with none (an empty text: only special tokens)
+    pools to zeros. No fallback to the special tokens: the mask is the caller's (`token_mask`).
     cls: the first token's state.
     """
     if pooling == "cls":

@@ -85,7 +85,7 @@ def scan_stage(ctx: RunContext, backbone, tokenizer, data: RunData) -> dict | No
         return None
     split = data.full_train if cfg.scan.full_split else data.train
     scan = run_scan(cfg, backbone, tokenizer, split, ctx.device, ctx.run_dir, ctx.sweep_dir)
-    ctx.tracker.log_variability(scan["scores"], None, cfg.metric.name)
+    ctx.tracker.log_variability(scan["scores"], cfg.metric.name)
     return scan
 
 

@@ -17,7 +17,7 @@ class Tracker:
     def log(self, metrics: dict) -> None:
         pass
 
-    def log_variability(self, scores: list[float], head_layer: int | None, metric: str) -> None:
+    def log_variability(self, scores: list[float], metric: str) -> None:
         pass
 
     def summary(self, values: dict) -> None:
@@ -66,15 +66,13 @@ class WandbTracker(Tracker):
     def log(self, metrics: dict) -> None:
         self.run.log(metrics)
 
-    def log_variability(self, scores: list[float], head_layer: int | None, metric: str) -> None:
+    def log_variability(self, scores: list[float], metric: str) -> None:
         table = self.wandb.Table(columns=["layer", metric], data=[[layer, score] for layer, score in enumerate(scores)])
         self.run.log({
             f"{metric}/table": table,
             f"{metric}/plot": self.wandb.plot.line(table, "layer", metric, title=f"{metric} per layer"),
         })
         self.run.summary.update({f"{metric}/layer_{layer:02d}": score for layer, score in enumerate(scores)})
-        if head_layer is not None:
-            self.run.summary["head_layer"] = head_layer
 
     def summary(self, values: dict) -> None:
         self.run.summary.update(values)

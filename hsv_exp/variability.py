@@ -114,7 +114,9 @@ def scores_from_statistics(stats: ClassStatistics, metric: str = "variability") 
 
 
 def direct_scores(states: torch.Tensor, classes: torch.Tensor, metric: str = "variability") -> list[float]:
-    """The same metric from all stored states (layers, N, d): the reference the tests check against."""
+    """The metric from all states at once, (layers, N, d) -> one score per layer: the streaming code of
+    `scan` in a single update. Not an independent reference: tests/test_variability.py checks it
+    against the closed forms and the explicit d x d definition, and streaming against it."""
     stats = ClassStatistics(states.shape[0], int(classes.max()) + 1, states.shape[-1])
     stats.update(states, classes)
     return scores_from_statistics(stats, metric)

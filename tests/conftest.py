@@ -10,7 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_GLUE = Path(os.environ.get("GLUE_DIR", REPO.parent / "shared" / "glue"))
+GLUE_DIR = os.environ.get("GLUE_DIR")  # `make test` sets it (the Makefile holds the default)
 
 TINY_KWARGS = {
     "bert": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, vocab_size=100),
@@ -31,9 +31,9 @@ def tiny_model(arch: str, seed: int = 0):
 
 @pytest.fixture(scope="session")
 def glue_dir() -> Path:
-    if not (SHARED_GLUE / "RTE" / "train.tsv").is_file():
-        pytest.skip(f"real GLUE files not found at {SHARED_GLUE}")
-    return SHARED_GLUE
+    if not GLUE_DIR or not (Path(GLUE_DIR) / "RTE" / "train.tsv").is_file():
+        pytest.skip(f"real GLUE files not found at GLUE_DIR={GLUE_DIR!r} (make test sets it)")
+    return Path(GLUE_DIR)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import csv
 
 import pytest
 
-from hsv_exp import bench
+from benchmarks import bench
 from hsv_exp.config import ModelConfig, SelectConfig
 from hsv_exp.selection import select_layers
 
@@ -21,7 +21,7 @@ def tiny_options(glue_dir, **changes) -> bench.Options:
 
 def test_benchmark_writes_one_row_per_configuration(glue_dir, tmp_path):
     options = tiny_options(glue_dir)
-    paths = bench.run_benchmark(options, tmp_path, "python -m hsv_exp.bench (test)", log=lambda line: None)
+    paths = bench.run_benchmark(options, tmp_path, "python -m benchmarks.bench (test)", log=lambda line: None)
     assert sorted(path.name for path in paths) == ["bench_cpu.csv", "bench_cpu.md", "bench_cpu.png"]
     assert all(path.stat().st_size > 0 for path in paths)
     assert not list(tmp_path.glob("*.tmp"))  # written atomically: no temporary file left behind
@@ -41,7 +41,7 @@ def test_benchmark_writes_one_row_per_configuration(glue_dir, tmp_path):
     assert float(cached_top_full["predicted_speedup_e2"]) > float(cached_top_full["predicted_speedup_e1"])
 
     text = (tmp_path / "bench_cpu.md").read_text()
-    assert "`python -m hsv_exp.bench (test)`" in text and "torch threads 1" in text
+    assert "`python -m benchmarks.bench (test)`" in text and "torch threads 1" in text
     assert "## Targets" in text and ("PASS" in text or "MISS" in text)
 
 

@@ -10,7 +10,6 @@ import copy
 import csv
 import functools
 import json
-import os
 import time
 from pathlib import Path
 
@@ -23,9 +22,6 @@ from hsv_exp.config import TaskConfig, to_config
 from hsv_exp.data import (Collator, Encoded, class_ids, encode, load_split, loader, with_label_names,
                           stratified_subsample)
 from hsv_exp.errors import DataError
-
-REPO = Path(__file__).resolve().parents[1]
-REAL_GLUE = Path(os.environ.get("GLUE_DIR") or REPO.parent / "shared" / "glue")
 
 
 @functools.lru_cache(maxsize=None)
@@ -398,16 +394,9 @@ def test_encode_and_loader_with_a_real_tokenizer(tmp_path):
 REAL_SIZES = {"cola": (8551, 1043), "sst2": (67349, 872), "mrpc": (3668, 408), "stsb": (5749, 1500), "rte": (2490, 277)}
 
 
-@pytest.fixture(scope="module")
-def real_glue() -> Path:
-    if not (REAL_GLUE / "RTE" / "train.tsv").is_file():
-        pytest.skip(f"real GLUE files not found at {REAL_GLUE} (set GLUE_DIR)")
-    return REAL_GLUE
-
-
 @pytest.mark.parametrize("name", sorted(REAL_SIZES))
-def test_real_glue_split_sizes(real_glue, name):
-    task = task_config(name, real_glue)
+def test_real_glue_split_sizes(glue_dir, name):
+    task = task_config(name, glue_dir)
     train, dev = load_split(task, "train"), load_split(task, "dev")
     assert (len(train), len(dev)) == REAL_SIZES[name]
     if task.is_regression:
@@ -417,9 +406,9 @@ def test_real_glue_split_sizes(real_glue, name):
     assert all(all(text for text in example) for example in train.texts[:100])
 
 
-def test_real_rte_label_ids(real_glue):
-    path = real_glue / "RTE" / "train.tsv"
+def test_real_rte_label_ids(glue_dir):
+    path = glue_dir / "RTE" / "train.tsv"
     with open(path, encoding="utf-8", newline="") as handle:
         raw = [row[-1] for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)][1:]
-    labels = load_split(task_config("rte", real_glue), "train").labels
+    labels = load_split(task_config("rte", glue_dir), "train").labels
     assert labels.tolist() == [{"entailment": 0, "not_entailment": 1}[value] for value in raw]

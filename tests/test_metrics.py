@@ -1,4 +1,5 @@
-"""hsv_exp.glue_metrics against values worked out by hand on inputs small enough to check on paper."""
+"""hsv_exp.glue_metrics against values worked out by hand on inputs small enough to check on paper, and its
+`evaluate` module against the scikit-learn/SciPy calls on random predictions for every task."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from hsv_exp.glue_metrics import METRICS, compute
+from hsv_exp.glue_metrics import EVALUATE_PATH, METRICS, TASK_DIR, compute, task_metrics
 
 # Confusion matrix of PREDICTIONS vs LABELS: TP=2 (0, 3), TN=1 (1), FP=1 (2), FN=0.
 PREDICTIONS = np.array([1, 0, 1, 1])
@@ -77,3 +78,37 @@ def test_compute_returns_plain_floats_for_exactly_the_names_asked():
     assert set(METRICS) >= {"accuracy", "f1", "mcc", "pearson", "spearmanr"}
     with pytest.raises(KeyError):
         compute(["bleu"], PREDICTIONS, LABELS)
+
+
+# ---------------------------------------------------------------- the `evaluate` module
+SKLEARN_SCIPY = {  # the libraries' own calls, independent of glue_metrics
+    "accuracy": lambda p, r: __import__("sklearn.metrics").metrics.accuracy_score(r, p),
+    "f1": lambda p, r: __import__("sklearn.metrics").metrics.f1_score(r, p),
+    "mcc": lambda p, r: __import__("sklearn.metrics").metrics.matthews_corrcoef(r, p),
+    "pearson": lambda p, r: __import__("scipy.stats").stats.pearsonr(p, r)[0],
+    "spearmanr": lambda p, r: __import__("scipy.stats").stats.spearmanr(p, r)[0],
+}
+TASKS = sorted(path.stem for path in TASK_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_evaluate_module_loads_offline_and_gives_the_sklearn_numbers(task, monkeypatch):
+    evaluate = pytest.importorskip("evaluate")
+    monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
+    names = task_metrics(task)
+    rng = np.random.default_rng(len(task))
+    if "pearson" in names:  # STS-B: similarity scores 0..5
+        references, predictions = rng.uniform(0, 5, 200), rng.uniform(0, 5, 200)
+    else:
+        classes = 3 if task == "mnli" else 2
+        references, predictions = rng.integers(0, classes, 200), rng.integers(0, classes, 200)
+    metric = evaluate.load(EVALUATE_PATH, task)
+    values = metric.compute(predictions=predictions.tolist(), references=references.tolist())
+    assert values == compute(names, predictions, references)
+    assert list(values) == names and values == {name: pytest.approx(float(SKLEARN_SCIPY[name](predictions, references)), abs=1e-12)
+                                                for name in names}
+
+
+def test_evaluate_module_names_the_tasks_on_an_unknown_one():
+    with pytest.raises(KeyError, match="no GLUE task 'rte2'.*'rte'"):
+        task_metrics("rte2")

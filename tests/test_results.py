@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 from hsv_exp.errors import DataError
-from hsv_exp.results import aggregate, head_layer_of, main
+from hsv_exp.results.__main__ import main
+from hsv_exp.config import EXECUTION, NOT_SEMANTIC, keys_marked
+from hsv_exp.results.runs import Condition, Run, condition_notes, head_layer_of
+from hsv_exp.results.study import aggregate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parents[1]
@@ -250,8 +253,42 @@ def test_mixed_configs_in_one_condition_are_flagged(tmp_path: Path) -> None:
     assert "pools runs whose config differs in train.lr" in summary and "train.device" not in summary
 
 
+def _pair_differing_in(key: str) -> Condition:
+    """Two seeds of one condition whose configs differ only in the dotted `key` (and the seed)."""
+    condition = Condition("rte", "minilm", "full", "top", "—", "2")
+    for seed, value in ((0, "a"), (1, "b")):
+        metrics = _metrics("rte", "full", "top", 2, seed, 0.6, 0.6)
+        *parents, leaf = key.split(".")
+        node = metrics["config"]
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+        condition.runs.append(Run(Path(str(seed)), "complete", metrics, None))
+    return condition
+
+
+@pytest.mark.parametrize("key", keys_marked(NOT_SEMANTIC) + keys_marked(EXECUTION))
+def test_runs_differing_in_a_non_semantic_or_execution_key_pool_without_a_note(key: str) -> None:
+    assert condition_notes(_pair_differing_in(key)) == []
+
+
+@pytest.mark.parametrize("key", ["train.lr", "task.max_train_examples", "scan.full_split", "select.tolerance"])
+def test_runs_differing_in_a_real_key_get_the_note(key: str) -> None:
+    assert condition_notes(_pair_differing_in(key)) == [f"pools runs whose config differs in {key}"]
+
+
 def test_head_layer_ignores_embeddings() -> None:
     assert head_layer_of([0, 1, 2, 3], [0.1, 5.0, 2.0, 2.0]) == 2
+    assert head_layer_of([0, 1, 2, 3], [0.1, 5.0, 2.0, 2.05], "tolerance", 0.05) == 2
+    assert head_layer_of([0, 1, 2, 3], [0.1, 2.1, 2.2, 2.0], "tolerance", 0.05) == 1
+
+
+def test_scan_layers_must_be_0_to_L(tmp_path: Path) -> None:
+    scan = _scan("rte", RTE_SCORES)
+    scan["layers"] = [1, 2, 3, 4, 5, 6, 7]
+    _write(tmp_path / "runs" / "0" / "variability.json", scan)
+    with pytest.raises(DataError, match="'layers' must be 0..L"):
+        aggregate([tmp_path / "runs"], tmp_path / "study")
 
 
 def test_claims_pair_seeds_and_mark_equal_layers(tmp_path: Path) -> None:

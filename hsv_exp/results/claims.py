@@ -1,4 +1,4 @@
-"""The numbers behind the paper's three claims, from a study's completed runs (hsv_exp.results).
+"""The numbers behind the paper's three claims, from a study's completed runs.
 
 1. variability-k vs top-k: the same method and k, paired by seed.
 2. variability-k vs the whole model (select=all) tuned with the same method.
@@ -12,15 +12,8 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from hsv_exp.results import Condition, Run, conditions, head_layer_of, main_key, mean_std
-
-TOLERANCES = (0.05, 0.10)
-
-
-def tolerance_head(layers: list[int], scores: list[float], tolerance: float) -> int:
-    """select.rule=tolerance: the earliest layer 1..L with nu <= (1 + tolerance) * min nu."""
-    best = min(score for layer, score in zip(layers, scores) if layer >= 1)
-    return min(layer for layer, score in zip(layers, scores) if layer >= 1 and score <= best * (1 + tolerance))
+from hsv_exp.results.runs import Condition, Run, conditions, head_layer_of, main_key
+from hsv_exp.results.tables import TOLERANCES, mean_std
 
 
 def _by_seed(condition: Condition) -> dict:
@@ -58,6 +51,7 @@ def _index(conds: list[Condition]) -> dict[tuple, Condition]:
 
 
 def claims_markdown(runs: list[Run]) -> list[str]:
+    """The claims section of summary.md, one table per claim; nothing without variability runs."""
     conds = conditions(runs)
     index = _index(conds)
     if not any(c.select == "variability" for c in conds):
@@ -67,7 +61,12 @@ def claims_markdown(runs: list[Run]) -> list[str]:
              "(mean ± std); wins = seeds where the first condition scores higher. A variability run whose "
              "layers equal the top-k run's is the same model trained on the same data and seed (see "
              "`reused` in the tables above), so its Δ is 0 by construction.", ""]
+    return lines + _claim1(conds, index) + _claim2(conds, index) + _claim3(runs, index) + [""]
 
+
+def _claim1(conds: list[Condition], index: dict[tuple, Condition]) -> list[str]:
+    """variability-k vs top-k with the same method and k, paired by seed."""
+    lines: list[str] = []
     lines += ["### Claim 1: tuning the k layers below ℓ* beats tuning the top k layers", "",
               "| task | model | tuning | rule | k | variability head (tuned) | variability | top | Δ var − top | wins var/top "
               "| train FLOPs var / top |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -90,7 +89,12 @@ def claims_markdown(runs: list[Run]) -> list[str]:
             f"{sum(v > 0 for v in values)}" for (task, rule), values in sorted(differ.items())) + ".", ""]
     else:
         lines += ["Variability picked the top layer for every task here: claim 1 is not tested by these runs.", ""]
+    return lines
 
+
+def _claim2(conds: list[Condition], index: dict[tuple, Condition]) -> list[str]:
+    """The best variability-k (k = 1..3) vs the whole model tuned with the same method."""
+    lines: list[str] = []
     lines += ["### Claim 2: it matches tuning the whole model with the same method", "",
               "| task | model | tuning | rule | whole model | variability k=1 | k=2 | k=3 | Δ best var − whole | train FLOPs of that var |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -109,7 +113,12 @@ def claims_markdown(runs: list[Run]) -> list[str]:
             lines.append(f"| {c.task} | {c.model} | {c.tuning} | {rule} | {mean_std(c.scores('best'))} | {' | '.join(cells)} "
                          f"| {_delta_cell(deltas)} (k={best.k}) | {_fraction(best)} |")
     lines += [""]
+    return lines
 
+
+def _claim3(runs: list[Run], index: dict[tuple, Condition]) -> list[str]:
+    """The scan's cost per example next to a whole-model full fine-tuning epoch, and the tolerance rule's l*."""
+    lines: list[str] = []
     lines += ["### Claim 3: the metric needs no training and is cheap", "",
               "The scan is one forward pass over the train split, run once per task and cached; ratio = how many "
               "times longer one epoch of whole-model full fine-tuning takes than scanning, per example. ℓ* under the "
@@ -132,11 +141,11 @@ def claims_markdown(runs: list[Run]) -> list[str]:
                      and "train_time_s" in run.info["compute"]]
             train_rate = statistics.fmean(rates) if rates else None
         ratio = f"{train_rate / scan_rate:.1f}×" if scan_rate and train_rate else "—"
-        heads = [tolerance_head(scan["layers"], scan["scores"], t) for t in TOLERANCES]
+        heads = [head_layer_of(scan["layers"], scan["scores"], "tolerance", t) for t in TOLERANCES]
         lines.append(f"| {task} | {model} | {scan.get('num_examples', '—')} | {scan.get('scan_seconds', float('nan')):.1f} "
                      f"| {'—' if scan_rate is None else f'{scan_rate:.1f}'} | {'—' if train_rate is None else f'{train_rate:.1f}'} "
                      f"| {ratio} | {head_layer_of(scan['layers'], scan['scores'])} | " + " | ".join(map(str, heads)) + " |")
-    return lines + [""]
+    return lines
 
 
 def headline_markdown(runs: list[Run], k: str = "2") -> str:

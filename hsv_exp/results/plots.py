@@ -1,7 +1,7 @@
-"""Figures for hsv_exp.results: each function takes aggregated data and returns a matplotlib Figure.
+"""Figures of a study: each function takes aggregated data and returns a matplotlib Figure.
 
 Figures are drawn on the Agg canvas directly (no pyplot), so no display or global backend state is
-involved; hsv_exp.results saves them.
+involved; hsv_exp.results.study saves them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import statistics
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hsv_exp.results import Condition, Curve, head_layer_of, mean_curves, mean_scores, setting_label
+from hsv_exp.results.runs import Condition, Curve, head_layer_of, mean_curves, mean_scores, setting_label
 
 DEFAULT_SETTING = (None, None)  # whole train split, natural class frequencies
 

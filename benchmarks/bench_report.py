@@ -1,4 +1,4 @@
-"""hsv_exp.bench measurements -> bench_<device>.csv (raw numbers), .md (tables, ratios, targets), .png.
+"""benchmarks.bench measurements -> bench_<device>.csv (raw numbers), .md (tables, ratios, targets), .png.
 
 Speed-ups are against our full fine-tuning of all layers (`ours all full`) of the same task and
 epoch. The predicted speed-up is 1 / `train_flops_fraction` of `hsv_exp.compute.accounting`;
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from hsv_exp.results import write_atomic, write_figure, write_text
+from hsv_exp.atomic import write_atomic, write_figure, write_text
 
 SCAN_TARGET = 1.15  # scan time / plain inference time, at most
 RATIO_TARGET = 0.9  # measured / predicted speed-up, at least
