@@ -23,8 +23,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from slurm_cluster import sacct_states, tail as _tail
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "local_slurm.sh"
 SWEEP_TIMEOUT_S = 120  # a sweep of a few trivial jobs takes seconds; longer means it hangs
 
 APP = '''
@@ -91,8 +92,8 @@ def compose_app(tmp_path):
 @pytest.mark.parametrize("launcher, target", [
     ("local", "BasicLauncher"),
     ("submitit_local", "submitit_launcher.LocalLauncher"),
-    ("slurm", "submitit_launcher.SlurmLauncher"),
-    ("local_slurm", "submitit_launcher.SlurmLauncher"),
+    ("slurm", "hydra_plugins.hsv_exp_launcher.SlurmLauncher"),
+    ("local_slurm", "hydra_plugins.hsv_exp_launcher.SlurmLauncher"),
 ])
 def test_launcher_config_selects_hydra_launcher(compose_app, launcher, target):
     cfg = compose_app(f"launcher={launcher}")
@@ -112,54 +113,6 @@ def test_slurm_launcher_takes_cluster_identity_from_env(compose_app, monkeypatch
 
 
 # --- the cluster ------------------------------------------------------------------------------------
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("HSV_REQUIRE_SLURM") == "1":
-        pytest.fail(f"HSV_REQUIRE_SLURM=1 but {reason}")
-    pytest.skip(reason)
-
-
-def _tail(text: str, lines: int = 30) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-@pytest.fixture(scope="session")
-def slurm_env(tmp_path_factory):
-    """Environment (SLURM_CONF set) for clients of a running one-node cluster."""
-    if os.geteuid() != 0:
-        _unavailable("the SLURM tests need root (they apt-get install and run slurm daemons)")
-    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
-        _unavailable("slurm is not installed and there is no apt-get to install it (not Debian)")
-    try:
-        install = subprocess.run(["bash", str(SCRIPT), "install"], capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired:
-        _unavailable("apt-get install of the slurm packages took over 15 minutes")
-    if install.returncode != 0:
-        _unavailable(f"could not install the slurm packages:\n{_tail(install.stderr + install.stdout)}")
-
-    state = tmp_path_factory.mktemp("slurm")
-    try:
-        start = subprocess.run(["bash", str(SCRIPT), "start", str(state)], capture_output=True, text=True,
-                               timeout=150)
-        logs = "".join(f"\n--- {p.name}\n{_tail(p.read_text(errors='replace'), 15)}"
-                       for p in sorted((state / "log").glob("*.log")))
-        assert start.returncode == 0, f"cluster did not start:\n{start.stderr}{logs}"
-        # The test cluster knows no site partition/account/QOS.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HSV_SLURM_")}
-        for line in (state / "env.sh").read_text().splitlines():
-            if line.startswith("export "):
-                key, value = line.removeprefix("export ").split("=", 1)
-                env[key] = value
-        yield env
-    finally:
-        subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True, text=True, timeout=120)
-
-
-def sacct_states(env: dict, job_ids: list[str]) -> dict[str, str]:
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    return dict(line.split("|") for line in out.split())
 
 
 @pytest.fixture
