@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 
 from hsv_exp.errors import ConfigError
+from hsv_exp import value_checks as checks
 from hsv_exp.glue_metrics import METRICS as TASK_METRICS
 
 # Field metadata, the one home of "what a key means for a run":
@@ -32,31 +33,6 @@ EXECUTION = {"execution": True}
 ADAPTER_METHODS = ("adapter", "pfeiffer", "parallel_adapter", "scaled_pa", "mam")
 SCALED_METHODS = ("parallel_adapter", "scaled_pa", "mam")  # the parallel adapter's output scale
 PREFIX_METHODS = ("prefix", "mam")
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _at_least(group: str, obj, minimum: float, *keys: str) -> None:
-    """Each of obj's `keys` (None = unset, not checked) is >= minimum."""
-    for key in keys:
-        value = getattr(obj, key)
-        _check(value is None or value >= minimum, f"{group}.{key} must be >= {minimum}, got {value}")
-
-
-def _positive(group: str, obj, *keys: str) -> None:
-    for key in keys:
-        value = getattr(obj, key)
-        _check(value is None or value > 0, f"{group}.{key} must be > 0, got {value}")
-
-
-def _probability(group: str, obj, *keys: str) -> None:
-    """Dropout-like probabilities: in [0, 1) (1 would drop everything)."""
-    for key in keys:
-        value = getattr(obj, key)
-        _check(0 <= value < 1, f"{group}.{key} must be in [0, 1), got {value}")
 
 
 @dataclass
@@ -75,7 +51,7 @@ class ModelConfig:
     dtype: str = "float32"  # weights dtype when loading; training uses AMP on CUDA if train.amp
 
     def __post_init__(self) -> None:
-        _check(self.dtype in ("float32", "float16", "bfloat16"),
+        checks.check(self.dtype in ("float32", "float16", "bfloat16"),
                f"model.dtype must be float32|float16|bfloat16, got {self.dtype}")
         if self.random_init and not self.tokenizer:
             raise ConfigError("model.random_init=true needs model.tokenizer (a tokenizer to borrow)")
@@ -120,13 +96,13 @@ class TaskConfig:
         if self.regression_bin_width <= 0:
             raise ConfigError("task.regression_bin_width must be > 0")
         unknown = sorted(set(self.metrics) - set(TASK_METRICS))
-        _check(not unknown, f"task.metrics: unknown {unknown}, known: {', '.join(TASK_METRICS)}")
-        _check(bool(self.eval_splits), "task.eval_splits must name at least one split")
+        checks.check(not unknown, f"task.metrics: unknown {unknown}, known: {', '.join(TASK_METRICS)}")
+        checks.check(bool(self.eval_splits), "task.eval_splits must name at least one split")
         # A stratified subsample needs one example of every class (custom tasks infer their classes later).
         classes = max(self.num_labels, 1) if not self.is_regression else 1
-        _check(self.max_train_examples is None or self.max_train_examples >= classes,
+        checks.check(self.max_train_examples is None or self.max_train_examples >= classes,
                f"task.max_train_examples must be >= the number of classes ({classes}), got {self.max_train_examples}")
-        _at_least("task", self, 1, "max_eval_examples")
+        checks.at_least("task", self, 1, "max_eval_examples")
 
     @property
     def num_labels(self) -> int:
@@ -162,8 +138,8 @@ class ScanConfig:
     cache_dir: Optional[str] = field(default=None, metadata=NOT_SEMANTIC)
 
     def __post_init__(self) -> None:
-        _at_least("scan", self, 1, "max_examples", "batch_size")
-        _check(self.majority_fraction is None or 0 < self.majority_fraction < 1,
+        checks.at_least("scan", self, 1, "max_examples", "batch_size")
+        checks.check(self.majority_fraction is None or 0 < self.majority_fraction < 1,
                f"scan.majority_fraction must be in (0, 1) (null = natural class frequencies), got {self.majority_fraction}")
 
 
@@ -184,8 +160,8 @@ class SelectConfig:
             raise ConfigError(f"select.k must be >= 1, got {self.k}")
         if self.name == "manual" and self.head_layer is None:
             raise ConfigError("select=manual needs select.head_layer")
-        _check(self.tolerance >= 0, f"select.tolerance must be >= 0, got {self.tolerance}")
-        _at_least("select", self, 1, "head_layer")
+        checks.check(self.tolerance >= 0, f"select.tolerance must be >= 0, got {self.tolerance}")
+        checks.at_least("select", self, 1, "head_layer")
 
 
 @dataclass
@@ -212,20 +188,20 @@ class TuningConfig:
 
         if self.name not in METHODS:
             raise ConfigError(f"tuning.name={self.name} is not one of {sorted(METHODS)}")
-        _positive("tuning", self, "lr")
+        checks.positive("tuning", self, "lr")
         # Only the options the method reads: tuning=full tuning.lora_r=0 is harmless.
         if self.name in ADAPTER_METHODS:
-            _at_least("tuning", self, 1, "bottleneck")
+            checks.at_least("tuning", self, 1, "bottleneck")
         if self.name in SCALED_METHODS:
-            _positive("tuning", self, "scale")
+            checks.positive("tuning", self, "scale")
         if self.name in PREFIX_METHODS:
-            _at_least("tuning", self, 1, "prefix_length")
-            _at_least("tuning", self, 0, "prefix_hidden")  # 0 = no reparametrisation MLP
+            checks.at_least("tuning", self, 1, "prefix_length")
+            checks.at_least("tuning", self, 0, "prefix_hidden")  # 0 = no reparametrisation MLP
         if self.name == "lora":
-            _at_least("tuning", self, 1, "lora_r")
-            _positive("tuning", self, "lora_alpha")
-            _probability("tuning", self, "lora_dropout")
-            _check(self.lora_target_modules is None or len(self.lora_target_modules) > 0,
+            checks.at_least("tuning", self, 1, "lora_r")
+            checks.positive("tuning", self, "lora_alpha")
+            checks.probability("tuning", self, "lora_dropout")
+            checks.check(self.lora_target_modules is None or len(self.lora_target_modules) > 0,
                    "tuning.lora_target_modules must name at least one module (null = the architecture's default)")
 
 
@@ -253,11 +229,11 @@ class TrainConfig:
     keep_checkpoint: bool = field(default=False, metadata=NOT_SEMANTIC)
 
     def __post_init__(self) -> None:
-        _positive("train", self, "lr", "head_lr", "max_grad_norm")
-        _at_least("train", self, 1, "epochs", "batch_size", "eval_batch_size", "num_threads")
-        _at_least("train", self, 2, "max_length")  # room for the tokenizer's [CLS] and [SEP]
-        _at_least("train", self, 0, "weight_decay", "cache_memory_budget_mb", "log_every_steps")
-        _probability("train", self, "dropout")
+        checks.positive("train", self, "lr", "head_lr", "max_grad_norm")
+        checks.at_least("train", self, 1, "epochs", "batch_size", "eval_batch_size", "num_threads")
+        checks.at_least("train", self, 2, "max_length")  # room for the tokenizer's [CLS] and [SEP]
+        checks.at_least("train", self, 0, "weight_decay", "cache_memory_budget_mb", "log_every_steps")
+        checks.probability("train", self, "dropout")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -276,8 +252,8 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _check(self.name in ("none", "wandb"), f"logger.name must be none or wandb, got {self.name}")
-        _check(self.mode in ("auto", "online", "offline", "disabled"),
+        checks.check(self.name in ("none", "wandb"), f"logger.name must be none or wandb, got {self.name}")
+        checks.check(self.mode in ("auto", "online", "offline", "disabled"),
                f"logger.mode must be auto|online|offline|disabled, got {self.mode}")
 
 

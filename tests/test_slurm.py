@@ -1,8 +1,9 @@
 """Hydra multirun sweeps through a real one-node SLURM cluster (scripts/local_slurm.sh).
 
-The cluster tests (marker `slurm`) need root on Debian: the fixture installs slurm/munge/mariadb
-with apt-get if missing, starts the daemons under a tmp dir and always stops them. They skip when
-that is impossible; HSV_REQUIRE_SLURM=1 turns those skips into failures (for CI).
+The cluster tests (marker `slurm`) need root on Debian: the `slurm_env` fixture (conftest.py,
+tests/slurm_cluster.py) installs slurm/munge/mariadb with apt-get if missing, starts the daemons
+under a tmp dir and always stops them. They skip when that is impossible; HSV_REQUIRE_SLURM=1 turns
+those skips into failures (for CI). Faults of real hsv_exp training jobs: tests/test_slurm_faults.py.
 The sweeps use a minimal Hydra app written into tmp dirs that takes its launcher configs from the
 repo's conf/launcher/ through hydra.searchpath, so they test the launcher configs and the cluster,
 not the pipeline. The composition tests at the top need no cluster.
@@ -11,8 +12,6 @@ not the pipeline. The composition tests at the top need no cluster.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from hsv_exp.sbatch_errors import refusal_line
 from slurm_cluster import sacct_states, tail as _tail
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,6 +110,24 @@ def test_slurm_launcher_takes_cluster_identity_from_env(compose_app, monkeypatch
     # the test-cluster preset never takes the site's partition
     local = compose_app("launcher=local_slurm").hydra.launcher
     assert (local.partition, local.gpus_per_node, local.cpus_per_task) == (None, None, 1)
+
+
+@pytest.mark.parametrize("stderr, line", [
+    ("sbatch: error: Invalid generic resource (gres) specification",
+     "Invalid generic resource (gres) specification; on a CPU-only cluster set hydra.launcher.gpus_per_node=null"),
+    ("sbatch: error: invalid partition specified: nope\nsbatch: error: Batch job submission failed: Invalid partition name specified",
+     "invalid partition specified: nope; Batch job submission failed: Invalid partition name specified; "
+     "set hydra.launcher.partition=... (or HSV_SLURM_PARTITION)"),
+    ("sbatch: error: Memory specification can not be satisfied", "Memory specification can not be satisfied; lower hydra.launcher.mem_gb"),
+    ("sbatch: error: Batch job submission failed: Requested node configuration is not available",
+     "Batch job submission failed: Requested node configuration is not available; "
+     "ask for less per job: hydra.launcher.cpus_per_task, mem_gb or gpus_per_node=null"),
+    ("sbatch: error: Something new", "Something new; check the hydra.launcher.* settings (conf/launcher/slurm.yaml, conf/local/)"),
+], ids=["gres", "partition", "memory", "node", "other"])
+def test_sbatch_refusal_is_one_line_with_the_key_to_change(stderr, line):
+    # The stderr of sbatch as this one-node cluster writes it (sbatch --gpus-per-node=1, --partition=nope,
+    # --mem=900G, --cpus-per-task=64); tests/test_slurm_faults.py checks the first through the real CLI.
+    assert refusal_line(stderr) == f"error: sbatch refused the jobs: {line}"
 
 
 # --- the cluster ------------------------------------------------------------------------------------
