@@ -17,6 +17,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 
 from hsv_exp.errors import ConfigError
+from hsv_exp import value_checks as checks
+from hsv_exp.glue_metrics import METRICS as TASK_METRICS
 
 # Field metadata, the one home of "what a key means for a run":
 # NOT_SEMANTIC: the key does not change what a run computes (logging, scheduling, where files go):
@@ -30,6 +32,10 @@ EXECUTION = {"execution": True}
 # The tuning methods, in the registry's order. Only names here: hsv_exp.tuning (which imports torch,
 # transformers and PEFT) holds the implementations and asserts at import that its names are these.
 TUNING_METHODS = ("full", "adapter", "pfeiffer", "parallel_adapter", "scaled_pa", "mam", "prefix", "lora", "bitfit")
+# Methods by the options they read (the method-specific checks below).
+ADAPTER_METHODS = ("adapter", "pfeiffer", "parallel_adapter", "scaled_pa", "mam")
+SCALED_METHODS = ("parallel_adapter", "scaled_pa", "mam")  # the parallel adapter's output scale
+PREFIX_METHODS = ("prefix", "mam")
 
 
 @dataclass
@@ -48,6 +54,8 @@ class ModelConfig:
     dtype: str = "float32"  # weights dtype when loading; training uses AMP on CUDA if train.amp
 
     def __post_init__(self) -> None:
+        checks.check(self.dtype in ("float32", "float16", "bfloat16"),
+               f"model.dtype must be float32|float16|bfloat16, got {self.dtype}")
         if self.random_init and not self.tokenizer:
             raise ConfigError("model.random_init=true needs model.tokenizer (a tokenizer to borrow)")
         if not self.random_init and not self.name_or_path:
@@ -90,6 +98,14 @@ class TaskConfig:
             raise ConfigError(f"task.main_metric={self.main_metric} is not in task.metrics={self.metrics}")
         if self.regression_bin_width <= 0:
             raise ConfigError("task.regression_bin_width must be > 0")
+        unknown = sorted(set(self.metrics) - set(TASK_METRICS))
+        checks.check(not unknown, f"task.metrics: unknown {unknown}, known: {', '.join(TASK_METRICS)}")
+        checks.check(bool(self.eval_splits), "task.eval_splits must name at least one split")
+        # A stratified subsample needs one example of every class (custom tasks infer their classes later).
+        classes = max(self.num_labels, 1) if not self.is_regression else 1
+        checks.check(self.max_train_examples is None or self.max_train_examples >= classes,
+               f"task.max_train_examples must be >= the number of classes ({classes}), got {self.max_train_examples}")
+        checks.at_least("task", self, 1, "max_eval_examples")
 
     @property
     def num_labels(self) -> int:
@@ -124,6 +140,11 @@ class ScanConfig:
     # however many runs and sweeps read it. None = <sweep dir>/scans in a multirun, off for a single run.
     cache_dir: Optional[str] = field(default=None, metadata=NOT_SEMANTIC)
 
+    def __post_init__(self) -> None:
+        checks.at_least("scan", self, 1, "max_examples", "batch_size")
+        checks.check(self.majority_fraction is None or 0 < self.majority_fraction < 1,
+               f"scan.majority_fraction must be in (0, 1) (null = natural class frequencies), got {self.majority_fraction}")
+
 
 @dataclass
 class SelectConfig:
@@ -142,6 +163,8 @@ class SelectConfig:
             raise ConfigError(f"select.k must be >= 1, got {self.k}")
         if self.name == "manual" and self.head_layer is None:
             raise ConfigError("select=manual needs select.head_layer")
+        checks.check(self.tolerance >= 0, f"select.tolerance must be >= 0, got {self.tolerance}")
+        checks.at_least("select", self, 1, "head_layer")
 
 
 @dataclass
@@ -166,9 +189,21 @@ class TuningConfig:
     def __post_init__(self) -> None:
         if self.name not in TUNING_METHODS:
             raise ConfigError(f"tuning.name={self.name} is not one of {sorted(TUNING_METHODS)}")
-        for key in ("bottleneck", "prefix_length", "lora_r"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"tuning.{key} must be >= 1")
+        checks.positive("tuning", self, "lr")
+        # Only the options the method reads: tuning=full tuning.lora_r=0 is harmless.
+        if self.name in ADAPTER_METHODS:
+            checks.at_least("tuning", self, 1, "bottleneck")
+        if self.name in SCALED_METHODS:
+            checks.positive("tuning", self, "scale")
+        if self.name in PREFIX_METHODS:
+            checks.at_least("tuning", self, 1, "prefix_length")
+            checks.at_least("tuning", self, 0, "prefix_hidden")  # 0 = no reparametrisation MLP
+        if self.name == "lora":
+            checks.at_least("tuning", self, 1, "lora_r")
+            checks.positive("tuning", self, "lora_alpha")
+            checks.probability("tuning", self, "lora_dropout")
+            checks.check(self.lora_target_modules is None or len(self.lora_target_modules) > 0,
+                   "tuning.lora_target_modules must name at least one module (null = the architecture's default)")
 
 
 @dataclass
@@ -195,8 +230,11 @@ class TrainConfig:
     keep_checkpoint: bool = field(default=False, metadata=NOT_SEMANTIC)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("train.epochs and train.batch_size must be >= 1")
+        checks.positive("train", self, "lr", "head_lr", "max_grad_norm")
+        checks.at_least("train", self, 1, "epochs", "batch_size", "eval_batch_size", "num_threads")
+        checks.at_least("train", self, 2, "max_length")  # room for the tokenizer's [CLS] and [SEP]
+        checks.at_least("train", self, 0, "weight_decay", "cache_memory_budget_mb", "log_every_steps")
+        checks.probability("train", self, "dropout")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -213,6 +251,11 @@ class LoggerConfig:
     mode: str = "auto"  # auto (online with an API key, else offline) | online | offline | disabled
     group: Optional[str] = None  # W&B group; sweeps set it to the sweep name
     tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        checks.check(self.name in ("none", "wandb"), f"logger.name must be none or wandb, got {self.name}")
+        checks.check(self.mode in ("auto", "online", "offline", "disabled"),
+               f"logger.mode must be auto|online|offline|disabled, got {self.mode}")
 
 
 @dataclass

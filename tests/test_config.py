@@ -156,6 +156,79 @@ def test_invalid_combinations_fail_in_to_config(overrides, names):
     assert names in message and "\n" not in message  # the CLI prints it as one `error:` line
 
 
+# Every value check of the schema: (overrides, the one line to_config raises). Each value is
+# well-typed, so only __post_init__ can refuse it, in the launching process, before any work.
+BAD_VALUES = [
+    (["tuning=lora", "tuning.lora_dropout=1.5"], "tuning.lora_dropout must be in [0, 1), got 1.5"),
+    (["tuning=lora", "tuning.lora_dropout=-0.1"], "tuning.lora_dropout must be in [0, 1), got -0.1"),
+    (["tuning=lora", "tuning.lora_r=0"], "tuning.lora_r must be >= 1, got 0"),
+    (["tuning=lora", "tuning.lora_alpha=0"], "tuning.lora_alpha must be > 0, got 0"),
+    (["tuning=lora", "tuning.lora_target_modules=[]"], "tuning.lora_target_modules must name at least one module (null = the architecture's default)"),
+    (["tuning=adapter", "tuning.bottleneck=0"], "tuning.bottleneck must be >= 1, got 0"),
+    (["tuning=pfeiffer", "tuning.bottleneck=-4"], "tuning.bottleneck must be >= 1, got -4"),
+    (["tuning=scaled_pa", "tuning.scale=-1"], "tuning.scale must be > 0, got -1.0"),
+    (["tuning=parallel_adapter", "tuning.scale=0"], "tuning.scale must be > 0, got 0.0"),
+    (["tuning=mam", "tuning.scale=0"], "tuning.scale must be > 0, got 0.0"),
+    (["tuning=prefix", "tuning.prefix_length=0"], "tuning.prefix_length must be >= 1, got 0"),
+    (["tuning=mam", "tuning.prefix_length=0"], "tuning.prefix_length must be >= 1, got 0"),
+    (["tuning=prefix", "tuning.prefix_hidden=-1"], "tuning.prefix_hidden must be >= 0, got -1"),
+    (["tuning=adapter", "tuning.lr=0"], "tuning.lr must be > 0, got 0.0"),
+    (["tuning=full", "tuning.lr=-1e-4"], "tuning.lr must be > 0, got -0.0001"),
+    (["train.lr=0"], "train.lr must be > 0, got 0.0"),
+    (["train.head_lr=-1"], "train.head_lr must be > 0, got -1.0"),
+    (["train.epochs=0"], "train.epochs must be >= 1, got 0"),
+    (["train.batch_size=0"], "train.batch_size must be >= 1, got 0"),
+    (["train.eval_batch_size=0"], "train.eval_batch_size must be >= 1, got 0"),
+    (["train.num_threads=0"], "train.num_threads must be >= 1, got 0"),
+    (["train.max_length=1"], "train.max_length must be >= 2, got 1"),
+    (["train.max_grad_norm=0"], "train.max_grad_norm must be > 0, got 0.0"),
+    (["train.weight_decay=-0.01"], "train.weight_decay must be >= 0, got -0.01"),
+    (["train.cache_memory_budget_mb=-1"], "train.cache_memory_budget_mb must be >= 0, got -1"),
+    (["train.log_every_steps=-1"], "train.log_every_steps must be >= 0, got -1"),
+    (["train.dropout=1"], "train.dropout must be in [0, 1), got 1.0"),
+    (["train.dropout=-0.5"], "train.dropout must be in [0, 1), got -0.5"),
+    (["train.warmup_ratio=-0.1"], "train.warmup_ratio must be in [0, 1), got -0.1"),
+    (["train.cache_frozen=gpu"], "train.cache_frozen must be auto|memory|disk|off, got gpu"),
+    (["select=variability", "select.rule=tolerance", "select.tolerance=-0.05"], "select.tolerance must be >= 0, got -0.05"),
+    (["select=manual"], "select=manual needs select.head_layer"),
+    (["select=manual", "select.head_layer=0"], "select.head_layer must be >= 1, got 0"),
+    (["metric.pooling=max"], "metric.pooling must be mean or cls, got max"),
+    (["task=rte", "task.max_train_examples=1"], "task.max_train_examples must be >= the number of classes (2), got 1"),
+    (["task=mnli", "task.max_train_examples=2"], "task.max_train_examples must be >= the number of classes (3), got 2"),
+    (["task=stsb", "task.max_train_examples=0"], "task.max_train_examples must be >= the number of classes (1), got 0"),
+    (["task.max_eval_examples=0"], "task.max_eval_examples must be >= 1, got 0"),
+    (["task.eval_splits=[]"], "task.eval_splits must name at least one split"),
+    (["task.metrics=[accuracy,bleu]"], "task.metrics: unknown ['bleu'], known: accuracy, f1, mcc, pearson, spearmanr"),
+    (["task=stsb", "task.regression_bin_width=0"], "task.regression_bin_width must be > 0"),
+    (["scan.max_examples=0"], "scan.max_examples must be >= 1, got 0"),
+    (["scan.batch_size=0"], "scan.batch_size must be >= 1, got 0"),
+    (["scan.majority_fraction=1"], "scan.majority_fraction must be in (0, 1) (null = natural class frequencies), got 1.0"),
+    (["scan.majority_fraction=0"], "scan.majority_fraction must be in (0, 1) (null = natural class frequencies), got 0.0"),
+    (["model.dtype=float8"], "model.dtype must be float32|float16|bfloat16, got float8"),
+    (["logger.mode=sometimes"], "logger.mode must be auto|online|offline|disabled, got sometimes"),
+    (["logger.name=mlflow"], "logger.name must be none or wandb, got mlflow"),
+]
+
+
+@pytest.mark.parametrize("overrides, line", BAD_VALUES, ids=[",".join(overrides) for overrides, _ in BAD_VALUES])
+def test_every_bad_value_fails_in_the_schema_with_one_line(overrides, line):
+    cfg = compose("config", overrides=overrides)
+    with pytest.raises(ConfigError) as info:
+        to_config(cfg)
+    assert str(info.value) == line
+
+
+@pytest.mark.parametrize("overrides", [
+    ["tuning=full", "tuning.lora_r=0", "tuning.bottleneck=0", "tuning.scale=-1", "tuning.prefix_length=0"],
+    ["tuning=lora", "tuning.scale=-1"],  # LoRA has no adapter scale
+    ["tuning=adapter", "tuning.lora_dropout=1.5"],
+    ["task=custom", "task.max_train_examples=1"],  # classes unknown until the file is read
+    ["scan.majority_fraction=0.9", "train.warmup_ratio=0", "train.dropout=0", "train.log_every_steps=0", "train.cache_memory_budget_mb=0"],
+], ids=lambda overrides: ",".join(overrides))
+def test_options_a_method_or_task_does_not_read_are_not_checked(overrides):
+    to_config(compose("config", overrides=overrides))
+
+
 # ---------------------------------------------------------------- run dir names
 def test_run_dirname():
     assert run_dirname("") == "default"

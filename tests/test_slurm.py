@@ -1,8 +1,9 @@
 """Hydra multirun sweeps through a real one-node SLURM cluster (scripts/local_slurm.sh).
 
-The cluster tests (marker `slurm`) need root on Debian: the fixture installs slurm/munge/mariadb
-with apt-get if missing, starts the daemons under a tmp dir and always stops them. They skip when
-that is impossible; HSV_REQUIRE_SLURM=1 turns those skips into failures (for CI).
+The cluster tests (marker `slurm`) need root on Debian: the `slurm_env` fixture (conftest.py,
+tests/slurm_cluster.py) installs slurm/munge/mariadb with apt-get if missing, starts the daemons
+under a tmp dir and always stops them. They skip when that is impossible; HSV_REQUIRE_SLURM=1 turns
+those skips into failures (for CI). Faults of real hsv_exp training jobs: tests/test_slurm_faults.py.
 The sweeps use a minimal Hydra app written into tmp dirs that takes its launcher configs from the
 repo's conf/launcher/ through hydra.searchpath, so they test the launcher configs and the cluster,
 not the pipeline. The composition tests at the top need no cluster.
@@ -11,8 +12,6 @@ not the pipeline. The composition tests at the top need no cluster.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,8 +22,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from hsv_exp.sbatch_errors import refusal_line
+from slurm_cluster import sacct_states, tail as _tail
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "local_slurm.sh"
 SWEEP_TIMEOUT_S = 120  # a sweep of a few trivial jobs takes seconds; longer means it hangs
 
 APP = '''
@@ -91,8 +92,8 @@ def compose_app(tmp_path):
 @pytest.mark.parametrize("launcher, target", [
     ("local", "BasicLauncher"),
     ("submitit_local", "submitit_launcher.LocalLauncher"),
-    ("slurm", "submitit_launcher.SlurmLauncher"),
-    ("local_slurm", "submitit_launcher.SlurmLauncher"),
+    ("slurm", "hydra_plugins.hsv_exp_launcher.SlurmLauncher"),
+    ("local_slurm", "hydra_plugins.hsv_exp_launcher.SlurmLauncher"),
 ])
 def test_launcher_config_selects_hydra_launcher(compose_app, launcher, target):
     cfg = compose_app(f"launcher={launcher}")
@@ -111,55 +112,25 @@ def test_slurm_launcher_takes_cluster_identity_from_env(compose_app, monkeypatch
     assert (local.partition, local.gpus_per_node, local.cpus_per_task) == (None, None, 1)
 
 
+@pytest.mark.parametrize("stderr, line", [
+    ("sbatch: error: Invalid generic resource (gres) specification",
+     "Invalid generic resource (gres) specification; on a CPU-only cluster set hydra.launcher.gpus_per_node=null"),
+    ("sbatch: error: invalid partition specified: nope\nsbatch: error: Batch job submission failed: Invalid partition name specified",
+     "invalid partition specified: nope; Batch job submission failed: Invalid partition name specified; "
+     "set hydra.launcher.partition=... (or HSV_SLURM_PARTITION)"),
+    ("sbatch: error: Memory specification can not be satisfied", "Memory specification can not be satisfied; lower hydra.launcher.mem_gb"),
+    ("sbatch: error: Batch job submission failed: Requested node configuration is not available",
+     "Batch job submission failed: Requested node configuration is not available; "
+     "ask for less per job: hydra.launcher.cpus_per_task, mem_gb or gpus_per_node=null"),
+    ("sbatch: error: Something new", "Something new; check the hydra.launcher.* settings (conf/launcher/slurm.yaml, conf/local/)"),
+], ids=["gres", "partition", "memory", "node", "other"])
+def test_sbatch_refusal_is_one_line_with_the_key_to_change(stderr, line):
+    # The stderr of sbatch as this one-node cluster writes it (sbatch --gpus-per-node=1, --partition=nope,
+    # --mem=900G, --cpus-per-task=64); tests/test_slurm_faults.py checks the first through the real CLI.
+    assert refusal_line(stderr) == f"error: sbatch refused the jobs: {line}"
+
+
 # --- the cluster ------------------------------------------------------------------------------------
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("HSV_REQUIRE_SLURM") == "1":
-        pytest.fail(f"HSV_REQUIRE_SLURM=1 but {reason}")
-    pytest.skip(reason)
-
-
-def _tail(text: str, lines: int = 30) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-@pytest.fixture(scope="session")
-def slurm_env(tmp_path_factory):
-    """Environment (SLURM_CONF set) for clients of a running one-node cluster."""
-    if os.geteuid() != 0:
-        _unavailable("the SLURM tests need root (they apt-get install and run slurm daemons)")
-    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
-        _unavailable("slurm is not installed and there is no apt-get to install it (not Debian)")
-    try:
-        install = subprocess.run(["bash", str(SCRIPT), "install"], capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired:
-        _unavailable("apt-get install of the slurm packages took over 15 minutes")
-    if install.returncode != 0:
-        _unavailable(f"could not install the slurm packages:\n{_tail(install.stderr + install.stdout)}")
-
-    state = tmp_path_factory.mktemp("slurm")
-    try:
-        start = subprocess.run(["bash", str(SCRIPT), "start", str(state)], capture_output=True, text=True,
-                               timeout=150)
-        logs = "".join(f"\n--- {p.name}\n{_tail(p.read_text(errors='replace'), 15)}"
-                       for p in sorted((state / "log").glob("*.log")))
-        assert start.returncode == 0, f"cluster did not start:\n{start.stderr}{logs}"
-        # The test cluster knows no site partition/account/QOS.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HSV_SLURM_")}
-        for line in (state / "env.sh").read_text().splitlines():
-            if line.startswith("export "):
-                key, value = line.removeprefix("export ").split("=", 1)
-                env[key] = value
-        yield env
-    finally:
-        subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True, text=True, timeout=120)
-
-
-def sacct_states(env: dict, job_ids: list[str]) -> dict[str, str]:
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    return dict(line.split("|") for line in out.split())
 
 
 @pytest.fixture

@@ -114,15 +114,7 @@ class ParallelAdapter(Adapter):
         return f"scale={self.scale}"
 
 
-def check(cfg) -> None:
-    if cfg.bottleneck < 1:
-        raise ConfigError(f"tuning.bottleneck must be >= 1, got {cfg.bottleneck}")
-    if cfg.scale <= 0:
-        raise ConfigError(f"tuning.scale must be > 0, got {cfg.scale}")
-
-
 def _sequential(model, cfg, sites: tuple[str, ...]) -> None:
-    check(cfg)
     layout = layout_of(model)
     dim = model.backbone.config.hidden_size
     for layer in model.window_layers():
@@ -137,7 +129,6 @@ def _sequential(model, cfg, sites: tuple[str, ...]) -> None:
 
 def add_parallel_ffn_adapters(model, cfg) -> None:
     """Parallel adapters at the FFN of every window layer (also the FFN half of MAM)."""
-    check(cfg)
     layout = layout_of(model)
     dim = model.backbone.config.hidden_size
     for layer in model.window_layers():

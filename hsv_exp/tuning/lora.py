@@ -40,17 +40,7 @@ def target_modules(model, cfg) -> list[str]:
     return DEFAULT_TARGETS[model_type]
 
 
-def check(cfg) -> None:
-    if cfg.lora_r < 1:
-        raise ConfigError(f"tuning.lora_r must be >= 1, got {cfg.lora_r}")
-    if cfg.lora_alpha <= 0:
-        raise ConfigError(f"tuning.lora_alpha must be > 0, got {cfg.lora_alpha}")
-    if not 0 <= cfg.lora_dropout < 1:
-        raise ConfigError(f"tuning.lora_dropout must be in [0, 1), got {cfg.lora_dropout}")
-
-
 def apply(model, cfg) -> None:
-    check(cfg)
     targets = target_modules(model, cfg)
     window = [layer - 1 for layer in model.selection.tuned_layers]
     layers_attr = find_layers(model.backbone)[1]

@@ -8,7 +8,6 @@ from hsv_exp.tuning.state import train_window_layer_norms
 
 
 def apply(model, cfg) -> None:
-    adapter.check(cfg)
     prefix.check(model, cfg)  # fail before any module is injected
     prefix.add_prefixes(model, cfg)
     adapter.add_parallel_ffn_adapters(model, cfg)

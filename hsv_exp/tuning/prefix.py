@@ -116,11 +116,7 @@ class MPNetPrefixSelfAttention(MPNetSelfAttention):
 
 
 def check(model, cfg) -> str:
-    """-> the model type, if prefix tuning supports it and the config is valid."""
-    if cfg.prefix_length < 1:
-        raise ConfigError(f"tuning.prefix_length must be >= 1, got {cfg.prefix_length}")
-    if cfg.prefix_hidden < 0:
-        raise ConfigError(f"tuning.prefix_hidden must be >= 0 (0 = no reparametrisation), got {cfg.prefix_hidden}")
+    """-> the model type, if prefix tuning supports it (the sizes are checked by the schema, TuningConfig)."""
     config = model.backbone.config
     model_type = getattr(config, "model_type", type(model.backbone).__name__)
     if model_type not in SUPPORTED:

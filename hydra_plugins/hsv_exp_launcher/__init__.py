@@ -1,0 +1,30 @@
+"""`launcher=slurm` / `launcher=local_slurm`: Hydra's submitit SLURM launcher, except that sbatch
+refusing the jobs prints one `error:` line (hsv_exp/sbatch_errors.py) and exits 2 instead of a
+30-line traceback. Hydra loads launchers only from the hydra_plugins package, hence this home."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from hydra.core.utils import JobReturn
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+
+
+class SlurmLauncher(SubmititSlurmLauncher):
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from submitit.core.utils import FailedJobError
+
+        from hsv_exp.sbatch_errors import WithoutSbatchErrors, refusal_line, refused_submission
+
+        stderr, sys.stderr = sys.stderr, WithoutSbatchErrors(sys.stderr)
+        try:
+            return super().launch(job_overrides, initial_job_idx)
+        except FailedJobError as exc:
+            refused = refused_submission(exc)
+            if refused is None:
+                raise
+            print(refusal_line(refused), file=stderr, flush=True)
+            sys.exit(2)
+        finally:
+            sys.stderr = stderr
