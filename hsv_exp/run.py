@@ -26,7 +26,7 @@ from hsv_exp.atomic import write_json_atomic
 from hsv_exp.backbone import forward_kwargs, load_backbone, load_tokenizer, num_layers
 from hsv_exp.classifier import LayerClassifier
 from hsv_exp.compute import accounting
-from hsv_exp.config import NOT_SEMANTIC, Config, drop_keys, keys_marked
+from hsv_exp.config import NOT_SEMANTIC, Config, drop_keys, fingerprint_view, keys_marked
 from hsv_exp.errors import DataError, HsvError
 from hsv_exp.selection import Selection, select_layers
 from hsv_exp.tracking import make_tracker
@@ -38,7 +38,7 @@ log = logging.getLogger("hsv_exp")
 def semantic_config(config: dict, drop: tuple[str, ...] = ()) -> dict:
     """The resolved config minus the keys that do not change what a run computes (NOT_SEMANTIC in
     the schema), and minus the groups in `drop`."""
-    return drop_keys(config, (*keys_marked(NOT_SEMANTIC), *drop))
+    return drop_keys(fingerprint_view(config), (*keys_marked(NOT_SEMANTIC), *drop))
 
 
 def _digest(value) -> str:
