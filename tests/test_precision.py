@@ -77,6 +77,7 @@ def test_every_forward_pass_autocasts_as_configured(tmp_path, name, dtype):
 def test_a_bf16_step_keeps_master_weights_and_adamw_state_fp32():
     model = _model(head_layer=4, k=4)
     optimizer = _optimizer(model, TrainConfig())
+    assert optimizer.defaults["fused"]
     batch = Collator(0)([(feature, label, index) for index, (feature, label) in
                          enumerate(zip(toy_data(8, 0).features, toy_data(8, 0).labels))])
     with resolve("bf16", "cpu").autocast():
