@@ -38,6 +38,13 @@ SCALED_METHODS = ("parallel_adapter", "scaled_pa", "mam")  # the parallel adapte
 PREFIX_METHODS = ("prefix", "mam")
 
 
+def added_key(default, replaces: tuple[str, Any] | None = None, **metadata):
+    """A field added after runs were made, whose default computes what those runs computed: at the
+    default it is left out of the fingerprint (and `replaces` = (old key, old value) is put back in
+    its group), so existing runs keep theirs; any other value enters it. See fingerprint_view."""
+    return field(default=default, metadata={**metadata, "added": True, "default": default, "replaces": replaces})
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING  # short name used in run names, tags and results tables
@@ -51,7 +58,7 @@ class ModelConfig:
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     # Tokenizer source when it differs from name_or_path (random-init models borrow one).
     tokenizer: Optional[str] = None
-    dtype: str = "float32"  # weights dtype when loading; training uses AMP on CUDA if train.amp
+    dtype: str = "float32"  # weights dtype when loading; autocast is train.precision
 
     def __post_init__(self) -> None:
         checks.check(self.dtype in ("float32", "float16", "bfloat16"),
@@ -139,6 +146,13 @@ class ScanConfig:
     # Scans are kept here by content key (model, metric, exact examples), so a scan is computed once
     # however many runs and sweeps read it. None = <sweep dir>/scans in a multirun, off for a single run.
     cache_dir: Optional[str] = field(default=None, metadata=NOT_SEMANTIC)
+    # fp32 (the scan's contract: equal to a float64 reference within 1e-3) | bf16 autocast forward
+    # (the accumulation stays float64; its nu error vs fp32 is in results/bench/precision_cpu.md).
+    precision: str = added_key("fp32")
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"scan.precision must be fp32|bf16, got {self.precision}")
 
     def __post_init__(self) -> None:
         checks.at_least("scan", self, 1, "max_examples", "batch_size")
@@ -219,7 +233,9 @@ class TrainConfig:
     max_length: int = 128
     dropout: float = 0.1  # classifier-head dropout
     group_by_length: bool = True  # batches of similar length (less padding); order stays seeded
-    amp: bool = False  # bf16/fp16 autocast on CUDA; ignored on CPU
+    # auto | fp32 | bf16 | fp16 autocast of every forward pass (hsv_exp/precision.py); auto = bf16 where
+    # the device has a fast bf16 path (CPU: measured). Replaces train.amp (false = fp32 = auto's old meaning).
+    precision: str = added_key("auto", replaces=("amp", False))
     device: str = field(default="auto", metadata=NOT_SEMANTIC)  # auto | cpu | cuda
     cache_frozen: str = field(default="auto", metadata=EXECUTION)  # auto | memory | disk | off: compute the frozen prefix once, reuse it every epoch
     cache_memory_budget_mb: int = field(default=2048, metadata=EXECUTION)
@@ -241,6 +257,8 @@ class TrainConfig:
             raise ConfigError(f"train.device must be auto|cpu|cuda, got {self.device}")
         if self.cache_frozen not in ("auto", "memory", "disk", "off"):
             raise ConfigError(f"train.cache_frozen must be auto|memory|disk|off, got {self.cache_frozen}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"train.precision must be auto|fp32|bf16|fp16, got {self.precision}")
 
 
 @dataclass
@@ -296,6 +314,25 @@ def keys_marked(marker: dict, schema: type = None, prefix: str = "") -> tuple[st
         elif dataclasses.is_dataclass(types[item.name]):
             keys.extend(keys_marked(marker, types[item.name], key + "."))
     return tuple(keys)
+
+
+def fingerprint_view(config: dict, schema: type = None) -> dict:
+    """A copy of a nested config dict as fingerprints see it: every added_key at its default is
+    replaced by what the config held before the key existed (nothing, or the key it replaces)."""
+    schema = schema or Config
+    types = typing.get_type_hints(schema)
+    config = dict(config)
+    for item in dataclasses.fields(schema):
+        if item.name not in config:
+            continue
+        if item.metadata.get("added") and config[item.name] == item.metadata["default"]:
+            del config[item.name]
+            if item.metadata["replaces"] is not None:
+                old_key, old_value = item.metadata["replaces"]
+                config[old_key] = old_value
+        elif dataclasses.is_dataclass(types[item.name]) and isinstance(config[item.name], dict):
+            config[item.name] = fingerprint_view(config[item.name], types[item.name])
+    return config
 
 
 def drop_keys(config: dict, keys: tuple[str, ...]) -> dict:

@@ -84,6 +84,8 @@ class FrozenCache:
 
     Stored as one flat float32 array with offsets: in memory, or memory-mapped from a file in
     `directory` (the run dir, so a resumed run can reuse it) when over the memory budget.
+    float32 under bf16 autocast too: the prefix's output comes out of a LayerNorm, which autocast
+    keeps in fp32, so storing bf16 would add a rounding the uncached forward does not have.
     """
 
     def __init__(self, lengths: list[int], dim: int, mode: str, memory_budget_mb: int, directory: Path | None):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hsv_exp.atomic import write_json_atomic
-from hsv_exp.config import NOT_SEMANTIC, Config, drop_keys, keys_marked
+from hsv_exp.config import NOT_SEMANTIC, Config, drop_keys, fingerprint_view, keys_marked
 from hsv_exp.errors import HsvError
 from hsv_exp.selection import Selection
 
@@ -32,7 +32,7 @@ CHECKPOINT = Path("checkpoint") / "last.pt"
 def semantic_config(config: dict, drop: tuple[str, ...] = ()) -> dict:
     """The resolved config minus the keys that do not change what a run computes (NOT_SEMANTIC in
     the schema), and minus the groups in `drop`."""
-    return drop_keys(config, (*keys_marked(NOT_SEMANTIC), *drop))
+    return drop_keys(fingerprint_view(config), (*keys_marked(NOT_SEMANTIC), *drop))
 
 
 def _digest(value) -> str:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from hsv_exp.backbone import encoder_inputs
 from hsv_exp.errors import DataError
 from hsv_exp.pooling import pool, token_mask
+from hsv_exp.precision import resolve
 
 
 class ClassStatistics:
@@ -131,14 +132,18 @@ def pooled_layer_states(backbone, batch: dict[str, torch.Tensor], pooling: str, 
 
 
 def scan(backbone, batches, classes_of_batch, num_classes: int, pooling: str, metric: str, device: torch.device,
-         accepts: set[str], progress: bool = True) -> tuple[list[float], dict]:
-    """Run the scan over `batches` (an iterable of collated batches); -> (scores, info)."""
+         accepts: set[str], progress: bool = True, precision: str = "fp32") -> tuple[list[float], dict]:
+    """Run the scan over `batches` (an iterable of collated batches); -> (scores, info).
+
+    precision: fp32 (the contract) or bf16 (autocast forward); the statistics accumulate in float64 either way."""
     started = time.perf_counter()
     stats = None
     backbone.eval()
+    autocast = resolve(precision, device)
     for batch in tqdm(batches, desc="variability scan", disable=not progress, leave=False):
         batch = {key: value.to(device) for key, value in batch.items()}
-        states = pooled_layer_states(backbone, batch, pooling, accepts)
+        with autocast.autocast():
+            states = pooled_layer_states(backbone, batch, pooling, accepts)
         if stats is None:
             stats = ClassStatistics(states.shape[0], num_classes, states.shape[-1])
         stats.update(states, classes_of_batch(batch).cpu())

@@ -138,6 +138,8 @@ def test_unknown_option_lists_the_available_ones():
     (["metric.pooling=max"], "metric.pooling"),
     (["train.device=tpu"], "train.device"),
     (["train.warmup_ratio=1"], "train.warmup_ratio"),
+    (["train.precision=fp8"], "train.precision"),
+    (["scan.precision=fp16"], "scan.precision"),
     (["tuning.name=nope"], "tuning.name"),
     (["task.main_metric=f1"], "task.main_metric"),
     (["task.text_fields=[a,b,c]"], "task.text_fields"),

@@ -44,7 +44,9 @@ def fit(cache: str, tmp_path, select=SelectConfig(name="manual", head_layer=3, k
     selection = select_layers(select, 4)
     model = LayerClassifier(truncate(tiny_model("bert"), selection.head_layer), selection, num_labels=2)
     METHODS[tuning](model, TuningConfig(name=tuning))
-    cfg = TrainConfig(lr=5e-3, epochs=epochs, batch_size=8, cache_frozen=cache, cache_memory_budget_mb=0 if cache == "disk" else 2048)
+    # fp32: these tests compare runs to 1e-5, tighter than bf16 rounding (train.precision=auto may pick it)
+    cfg = TrainConfig(lr=5e-3, epochs=epochs, batch_size=8, cache_frozen=cache, cache_memory_budget_mb=0 if cache == "disk" else 2048,
+                      precision="fp32")
     result = train(model, toy_data(60, 0), {"dev": toy_data(30, 1)}, TASK, cfg, seed=3, pad_token_id=0, run_dir=tmp_path / cache, progress=False)
     return model, result
 
