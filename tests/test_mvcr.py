@@ -261,3 +261,4 @@ def test_flops_inference_unchanged_and_training_extra_counts_the_haes():
     assert hae_flops_per_token(hidden, 16) == pytest.approx(2 * outer + (2 / 3) * 2 * inner)
     assert extra_train_flops_per_token(hidden, [8, 16], 3) == pytest.approx(
         15 * (hae_flops_per_token(hidden, 8) + hae_flops_per_token(hidden, 16)))
+    assert extra_train_flops_per_token(hidden, [8], 1, ae_only=True) == pytest.approx(3 * hae_flops_per_token(hidden, 8))

@@ -55,7 +55,6 @@ import torch
 from torch import nn
 
 from hsv_exp.errors import ConfigError
-from hsv_exp.tuning.state import reference_parameter
 
 AUTHORS_LAYERS = (7, 9, 12)  # 1-based; their --layer_sets 6,8,11 count from 0
 AUTHORS_DEPTH = 12  # bert-base
@@ -166,10 +165,10 @@ class MVCR:
     def __init__(self, model, cfg: RegularizerConfig, lr: float):
         self.model, self.cfg, self.lr = model, cfg, lr
         self.layers = insertion_layers(model.selection, list(cfg.layers))
-        reference = reference_parameter(model)
+        device = next(model.parameters()).device  # the AEs train in float32 (autocast handles AMP)
         hidden = model.backbone.config.hidden_size
         self.points = nn.ModuleDict({str(layer): InsertionPoint(hidden, list(cfg.dims), cfg.dropout, cfg.noise_std)
-                                     for layer in self.layers}).to(device=reference.device, dtype=torch.float32)
+                                     for layer in self.layers}).to(device=device, dtype=torch.float32)
         self.ae_optimizers = [torch.optim.AdamW(point.parameters(), lr=lr * cfg.lr_multiplier, weight_decay=0.0)
                               for point in self.points.values()]
         self.task_optimizer = (torch.optim.AdamW(self.points.parameters(), lr=lr, weight_decay=0.0)
@@ -306,13 +305,16 @@ def hae_flops_per_token(hidden: int, dim: int) -> float:
     return 2.0 * 2 * hidden * dim + (2 / 3) * 2.0 * 2 * dim * (dim // 2)
 
 
-def extra_train_flops_per_token(hidden: int, dims: list[int], num_points: int) -> float:
+def extra_train_flops_per_token(hidden: int, dims: list[int], num_points: int, ae_only: bool = False) -> float:
     """MVCR's added training FLOPs per token (inference adds none: the modules are removed).
 
     Every HAE runs at every position (the choice selects afterwards, as the authors): forward F,
     the task backward through it 2F (input and weight gradients), the reconstruction backward 2F.
+    ae_only: an AE-only warm-up step, which has no task backward (3F; the encoder only runs forward).
+    Per-step optimizer work (AdamW over the AE parameters, twice with ae_task_gradient) is not per token
+    and is not counted, as for the rest of hsv_exp's accounting.
     """
-    return 5.0 * num_points * sum(hae_flops_per_token(hidden, dim) for dim in dims)
+    return (3.0 if ae_only else 5.0) * num_points * sum(hae_flops_per_token(hidden, dim) for dim in dims)
 
 
 def reference_step(model, mvcr: MVCR, optimizer, scheduler, loss: torch.Tensor | None,
