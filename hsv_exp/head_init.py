@@ -270,3 +270,25 @@ def train_with_head_init(cfg: HeadInitConfig, build_model: Callable[[Selection],
                    run_dir=run_dir, log=log_fn, progress=progress)
     history = (head.history if head else []) + mark(result.history, "train")
     return HeadInitRun(train=result, head_init=head, model=model, history=history)
+
+
+def compute_summary(run: HeadInitRun, tuning: TuningConfig, train_data: Encoded, train_cfg: TrainConfig) -> dict:
+    """Training FLOPs and time of both stages, for metrics.json's `compute` (added to run.py's dict).
+
+    train_flops_fraction_total compares both stages with full fine-tuning of the whole model for all
+    of train.epochs (the budget the two stages share)."""
+    epochs = len(run.train.history)
+    stage2 = training_flops(run.model, tuning, train_data, epochs, train_cfg.cache_frozen)
+    stage1_flops = run.head_init.compute["train_flops"] if run.head_init else 0.0
+    stage1_time = run.head_init.train_time_s if run.head_init else 0.0
+    full_ft = stage2["full_ft_train_flops_per_token"] * stage2["train_tokens"] / epochs * train_cfg.epochs
+    return {
+        "head_init_train_flops": stage1_flops,
+        "head_init_train_time_s": stage1_time,
+        "stage2_train_flops": stage2["train_flops"],
+        "train_flops_total": stage1_flops + stage2["train_flops"],
+        "full_ft_train_flops_total": full_ft,
+        "train_flops_fraction_total": (stage1_flops + stage2["train_flops"]) / full_ft,
+        "train_time_s_total": stage1_time + run.train.train_time_s,
+    }
+

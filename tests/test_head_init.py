@@ -25,8 +25,9 @@ import torch
 from hsv_exp.classifier import LayerClassifier
 from hsv_exp.config import SelectConfig, TrainConfig, TuningConfig
 from hsv_exp.errors import ConfigError, HsvError
-from hsv_exp.head_init import (RESULT_FILE, STAGE, HeadInitConfig, pretrain_head, stage1_selection, stage2_model,
-                               stage_epochs, train_with_head_init)
+from hsv_exp.compute import layer_flops_per_token
+from hsv_exp.head_init import (RESULT_FILE, STAGE, HeadInitConfig, compute_summary, pretrain_head, stage1_selection,
+                               stage2_model, stage_epochs, train_with_head_init)
 from hsv_exp.selection import select_layers
 from hsv_exp.train import train
 from hsv_exp.tuning import METHODS
@@ -68,8 +69,10 @@ def pretrained(arch: str):
 
 def builder(arch: str, built: list | None = None):
     """build_model for head_init: a fresh classifier on a deep copy of the pretrained backbone (recorded in `built`)."""
+    backbone = pretrained(arch)  # built (and seeded) here, not inside a seeded build_model call
+
     def build(selection):
-        model = LayerClassifier(copy.deepcopy(pretrained(arch)), selection, num_labels=2)
+        model = LayerClassifier(copy.deepcopy(backbone), selection, num_labels=2)
         if built is not None:
             built.append(model)
         return model
@@ -163,6 +166,30 @@ def test_random_head_init_is_the_plain_run(tmp_path):
     assert run.head_init is None
     assert _strip(run.train.history) == _strip(plain.history)
     assert [record["stage"] for record in run.history] == ["train"] * 3
+
+
+def test_compute_counts_both_stages_of_lpft():
+    data, dev = toy_data(24, 0), {"dev": toy_data(12, 1)}
+    cfg = train_cfg(cache_frozen="memory")
+    run = train_with_head_init(STAGE1["lpft"], builder("bert"), SELECTION, full, data, dev, TASK, cfg, 0, 0)
+    lengths = [len(feature["input_ids"]) for feature in data.features]
+    tokens, layer = sum(lengths), layer_flops_per_token(32, 37, sum(lengths) / len(lengths))
+    # 3 kept layers, window = layer 3. Stage 1 (1 epoch, head only): forward 3 layers, the window passes gradients (1).
+    # Stage 2 (2 epochs, full FT of the window): 3 forward + 2 backward, then 1 + 2 over the frozen cache.
+    stage1, stage2 = tokens * (3 + 1) * layer, tokens * ((3 + 2) + (1 + 2)) * layer
+    summary = compute_summary(run, TuningConfig(), data, cfg)
+    assert summary["head_init_train_flops"] == pytest.approx(stage1)
+    assert summary["stage2_train_flops"] == pytest.approx(stage2)
+    assert summary["train_flops_fraction_total"] == pytest.approx((stage1 + stage2) / (3 * 3 * 4 * layer * tokens))
+    assert summary["train_time_s_total"] == pytest.approx(run.head_init.train_time_s + run.train.train_time_s)
+
+
+def test_head_init_configs_compose_with_the_schema():
+    from omegaconf import OmegaConf
+
+    for name in ("random", "lpft", "ehft"):
+        node = OmegaConf.merge(OmegaConf.structured(HeadInitConfig), OmegaConf.load(REPO / "conf" / "head_init" / f"{name}.yaml"))
+        assert OmegaConf.to_object(node) == HeadInitConfig(name=name)
 
 
 def test_a_completed_stage1_is_reused_and_one_with_other_settings_refused(tmp_path):
