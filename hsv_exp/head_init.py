@@ -228,6 +228,8 @@ def pretrain_head(cfg: HeadInitConfig, build_model: Callable[[Selection], torch.
                                stage_dir / RESULT_FILE)
         if not train_cfg.keep_checkpoint:
             (stage_dir / "checkpoint" / "last.pt").unlink(missing_ok=True)
+            if (stage_dir / "checkpoint").is_dir() and not any((stage_dir / "checkpoint").iterdir()):
+                (stage_dir / "checkpoint").rmdir()
     return outcome
 
 

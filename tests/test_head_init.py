@@ -195,7 +195,7 @@ def test_head_init_configs_compose_with_the_schema():
 def test_a_completed_stage1_is_reused_and_one_with_other_settings_refused(tmp_path):
     first = stage1(STAGE1["bitfit"], "bert", tmp_path)
     assert (tmp_path / STAGE / RESULT_FILE).is_file()
-    assert not (tmp_path / STAGE / "checkpoint" / "last.pt").exists()  # train.keep_checkpoint=false
+    assert not (tmp_path / STAGE / "checkpoint").exists()  # train.keep_checkpoint=false
     built = []
     again = stage1(STAGE1["bitfit"], "bert", tmp_path, built)
     assert again.reused and not built  # no model built, no training
