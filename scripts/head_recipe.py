@@ -3,7 +3,7 @@
 Every run is a plain `python -m hsv_exp ... logger=none train.num_threads=1` (the command is kept in
 the csv), two at a time; finished runs (metrics.json present) are not run again, so the script can
 be re-run after an interruption or with more variants. Results are appended to
-results/head_recipe/runs.csv (atomically rewritten after every run).
+results/head_recipe/runs_<phase>.csv (atomically rewritten after every run).
 
     python scripts/head_recipe.py diagnose   # SST-2 + MRPC, 500 examples, 1 epoch: what holds the head back
     python scripts/head_recipe.py budget     # the five tasks at the study's budget (1,000 examples, 2 epochs, batch 16)
@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "head_recipe"
 RUNS = Path(os.environ.get("HEAD_RECIPE_RUNS", "/tmp/head_recipe_runs"))
 METHOD_LR = {"adapter": 5e-4, "lora": 5e-4}  # conf/tuning/*.yaml; full uses the task's train.lr
+# HEAD_RECIPE_TASKS=sst2,cola: only these tasks of a phase (two runners on disjoint tasks, each its own csv).
+TASKS = os.environ.get("HEAD_RECIPE_TASKS", "")
+SUFFIX = f"_{TASKS.replace(',', '_')}" if TASKS else ""
 COLUMNS = ["phase", "task", "method", "k", "variant", "examples", "epochs", "batch", "seed", "metric", "score",
            "train_loss", "epoch_scores", "seconds", "command"]
 
@@ -77,39 +80,79 @@ def save(rows: list[dict]) -> None:
         writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    write_atomic(OUT / "runs.csv", write)
+    write_atomic(OUT / f"runs_{rows[-1]['phase']}{SUFFIX}.csv", write)
 
 
-def load() -> list[dict]:
-    path = OUT / "runs.csv"
-    return list(csv.DictReader(io.StringIO(path.read_text()))) if path.is_file() else []
+def load(phase: str | None = None) -> list[dict]:
+    """The rows of one phase's csv (runs_<phase>.csv), or of all of them."""
+    paths = [OUT / f"runs_{phase}{SUFFIX}.csv"] if phase else sorted(OUT.glob("runs_*.csv"))
+    return [row for path in paths if path.is_file() for row in csv.DictReader(io.StringIO(path.read_text()))]
 
 
 def jobs(phase: str) -> list[tuple]:
-    if phase == "diagnose":
-        return [(phase, task, method, 1, variant, overrides, 500, 1, None, 0)
-                for task in ("sst2", "mrpc") for method in ("adapter", "lora", "full")
-                for variant, overrides in DIAGNOSE.items()]
-    if phase == "budget":
-        recommended = json.loads(os.environ["HEAD_RECIPE_RECOMMENDED"])  # {method: [overrides]}
-        return [(phase, task, method, 1, variant, overrides, 1000, 2, 16, 0)
-                for task in ("sst2", "mrpc", "rte", "cola", "stsb") for method in ("adapter", "lora", "full")
-                for variant, overrides in (("baseline", []), ("recommended", recommended[method]))]
-    if phase == "budget_k2":
-        recommended = json.loads(os.environ["HEAD_RECIPE_RECOMMENDED"])
-        return [(phase, task, method, 2, variant, overrides, 1000, 2, 16, 0)
-                for task in ("sst2", "cola", "mrpc", "rte", "stsb") for method in ("adapter", "lora", "full")
-                for variant, overrides in (("baseline", []), ("recommended", recommended[method]))]
+    if phase == "diagnose":  # the grid as run (trimmed on a contended CPU: warm-up and dropout on SST-2 only)
+        grid = {"sst2": list(DIAGNOSE) + ["head_lr=1e-1"], "mrpc": ["baseline", "head_lr=2e-2"]}
+        return [(phase, task, method, 1, variant, DIAGNOSE.get(variant, [f"train.{variant}"]), 500, 1, None, 0)
+                for task, variants in grid.items() for method in ("adapter", "lora", "full") for variant in variants
+                if not (task == "sst2" and method == "full" and variant in ("dropout=0", "head_lr=5e-3,warmup=0,dropout=0",
+                                                                            "head_lr=2e-2,warmup=0,dropout=0"))
+                and not (task == "sst2" and method == "full" and variant == "head_lr=1e-1")]
+    if phase in ("budget", "budget_k2"):
+        # The study's own runs are the baseline (results/study/runs.csv, the same settings and seed); only
+        # the candidates run here. HEAD_RECIPE_JOBS: JSON list of [task, method, variant, [overrides]].
+        k = 1 if phase == "budget" else 2
+        return [(phase, task, method, k, variant, overrides, 1000, 2, 16, 0)
+                for task, method, variant, overrides in json.loads(os.environ["HEAD_RECIPE_JOBS"])]
     raise SystemExit(f"unknown phase {phase}")
+
+
+def study_baseline(k: int = 1, seed: int = 0) -> dict[tuple[str, str], tuple[float, str]]:
+    """results/study/runs.csv (the study's top_k runs at this budget): (task, method) -> (last-epoch main metric, loss)."""
+    rows = csv.DictReader(io.StringIO((ROOT / "results" / "study" / "runs.csv").read_text()))
+    return {(row["task"], row["tuning"]): (float(row["last_main"]), row["last/train/loss"]) for row in rows
+            if row["select"] == "top" and row["k"] == str(k) and row["seed"] == str(seed)}
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]) + "\n"
+
+
+def summary(rows: list[dict]) -> str:
+    """runs.csv (+ head_only.csv, results/study) -> summary.md tables."""
+    out = ["# Head recipe (issue 13): measurements\n", "Every number below comes from `results/head_recipe/runs_*.csv` "
+           "(its `command` column is the exact command of each run) or the files named.\n"]
+    diag = [row for row in rows if row["phase"] == "diagnose" and row["score"] != "failed"]
+    if diag:
+        out.append("## 1. Short runs: 500 examples, 1 epoch, select=top k=1, seed 0 (task batch size)\n")
+        out.append(table(["task", "method", "variant", "dev (last)", "train loss"],
+                         [[r["task"], r["method"], r["variant"], r["score"], r["train_loss"]] for r in diag]))
+    for phase, k in (("budget", 1), ("budget_k2", 2)):
+        after = {(r["task"], r["method"], r["variant"]): r for r in rows if r["phase"] == phase and r["score"] != "failed"}
+        if not after:
+            continue
+        before = study_baseline(k)
+        out.append(f"## Study budget: 1,000 examples, 2 epochs, batch 16, select=top k={k}, seed 0\n")
+        out.append("before = results/study/runs.csv (the study's `top_k%d` run, seed 0, last epoch); "
+                   "after = the candidate head settings (runs_budget*.csv).\n" % k)
+        out.append(table(["task", "method", "variant", "metric", "before", "after", "change", "train loss before", "train loss after (per epoch)"],
+                         [[task, method, variant, r["metric"], f"{before[(task, method)][0]:.4f}", r["score"],
+                           f"{float(r['score']) - before[(task, method)][0]:+.4f}", f"{float(before[(task, method)][1]):.4f}",
+                           r["train_loss"]] for (task, method, variant), r in sorted(after.items())]))
+    return "\n".join(out)
 
 
 def main() -> None:
     phase = sys.argv[1]
-    rows = load()
+    if phase == "summary":
+        write_atomic(OUT / "summary.md", lambda f: f.write(summary(load())))
+        return
+    rows = load(phase)
     done = {(row["phase"], row["task"], row["method"], str(row["k"]), row["variant"]) for row in rows
             if row["score"] != "failed"}
-    todo = [job for job in jobs(phase) if (job[0], job[1], job[2], str(job[3]), job[4]) not in done]
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    todo = [job for job in jobs(phase) if (job[0], job[1], job[2], str(job[3]), job[4]) not in done
+            and (not TASKS or job[1] in TASKS.split(","))]
+    with ThreadPoolExecutor(max_workers=int(os.environ.get("HEAD_RECIPE_WORKERS", "2"))) as pool:
         for row in pool.map(lambda job: run_one(*job), todo):
             rows.append(row)
             save(rows)
