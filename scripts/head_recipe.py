@@ -52,10 +52,23 @@ def command(task: str, method: str, k: int, examples: int, epochs: int, batch: i
             *overrides, f"hydra.run.dir={run_dir}"]
 
 
+def run_dir_of(phase, task, method, k, variant, examples, epochs, batch, seed) -> Path:
+    name = f"{phase}-{task}-{method}-k{k}-{variant}-n{examples}-e{epochs}-b{batch or None}-s{seed}"
+    return RUNS / name.replace("=", "").replace(",", "_")
+
+
+def dev_metrics(row: dict) -> str:
+    """Every dev metric of the run's last epoch (e.g. MRPC's accuracy beside its F1), read from its metrics.json."""
+    path = run_dir_of(*(row[key] for key in ("phase", "task", "method", "k", "variant", "examples", "epochs", "batch", "seed")))
+    if not (path / "metrics.json").is_file():
+        return ""
+    last = json.loads((path / "metrics.json").read_text())["history"][-1]
+    return " ".join(f"{key[4:]}={value:.4f}" for key, value in last.items() if key.startswith("dev/"))
+
+
 def run_one(phase: str, task: str, method: str, k: int, variant: str, overrides: list[str], examples: int,
             epochs: int, batch: int | None, seed: int) -> dict:
-    name = f"{phase}-{task}-{method}-k{k}-{variant}-n{examples}-e{epochs}-b{batch}-s{seed}".replace("=", "").replace(",", "_")
-    run_dir = RUNS / name
+    run_dir = run_dir_of(phase, task, method, k, variant, examples, epochs, batch, seed)
     argv = command(task, method, k, examples, epochs, batch, seed, overrides, run_dir)
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
@@ -109,8 +122,10 @@ def jobs(phase: str) -> list[tuple]:
 def study_baseline(k: int = 1, seed: int = 0) -> dict[tuple[str, str], tuple[float, str]]:
     """results/study/runs.csv (the study's top_k runs at this budget): (task, method) -> (last-epoch main metric, loss)."""
     rows = csv.DictReader(io.StringIO((ROOT / "results" / "study" / "runs.csv").read_text()))
-    return {(row["task"], row["tuning"]): (float(row["last_main"]), row["last/train/loss"]) for row in rows
-            if row["select"] == "top" and row["k"] == str(k) and row["seed"] == str(seed)}
+    return {(row["task"], row["tuning"]): (float(row["last_main"]), row["last/train/loss"],
+                                           " ".join(f"{key[9:]}={float(value):.4f}" for key, value in row.items()
+                                                    if key.startswith("last/dev/") and value))
+            for row in rows if row["select"] == "top" and row["k"] == str(k) and row["seed"] == str(seed)}
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -125,8 +140,8 @@ def summary(rows: list[dict]) -> str:
     diag = [row for row in rows if row["phase"] == "diagnose" and row["score"] != "failed"]
     if diag:
         out.append("## 1. Short runs: 500 examples, 1 epoch, select=top k=1, seed 0 (task batch size)\n")
-        out.append(table(["task", "method", "variant", "dev (last)", "train loss"],
-                         [[r["task"], r["method"], r["variant"], r["score"], r["train_loss"]] for r in diag]))
+        out.append(table(["task", "method", "variant", "dev (last epoch)", "all dev metrics", "train loss"],
+                         [[r["task"], r["method"], r["variant"], r["score"], dev_metrics(r), r["train_loss"]] for r in diag]))
     for phase, k in (("budget", 1), ("budget_k2", 2)):
         after = {(r["task"], r["method"], r["variant"]): r for r in rows if r["phase"] == phase and r["score"] != "failed"}
         if not after:
@@ -135,9 +150,10 @@ def summary(rows: list[dict]) -> str:
         out.append(f"## Study budget: 1,000 examples, 2 epochs, batch 16, select=top k={k}, seed 0\n")
         out.append("before = results/study/runs.csv (the study's `top_k%d` run, seed 0, last epoch); "
                    "after = the candidate head settings (runs_budget*.csv).\n" % k)
-        out.append(table(["task", "method", "variant", "metric", "before", "after", "change", "train loss before", "train loss after (per epoch)"],
+        out.append(table(["task", "method", "variant", "metric", "before", "after", "change", "before: all dev metrics", "after: all dev metrics",
+                          "train loss before (last epoch)", "train loss after (per epoch)"],
                          [[task, method, variant, r["metric"], f"{before[(task, method)][0]:.4f}", r["score"],
-                           f"{float(r['score']) - before[(task, method)][0]:+.4f}", f"{float(before[(task, method)][1]):.4f}",
+                           f"{float(r['score']) - before[(task, method)][0]:+.4f}", before[(task, method)][2], dev_metrics(r), f"{float(before[(task, method)][1]):.4f}",
                            r["train_loss"]] for (task, method, variant), r in sorted(after.items())]))
     return "\n".join(out)
 
