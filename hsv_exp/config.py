@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 
 from hsv_exp.errors import ConfigError
+from hsv_exp.strategy_config import HeadInitConfig, RegularizerConfig, stage_epochs
 from hsv_exp import value_checks as checks
 from hsv_exp.glue_metrics import METRICS as TASK_METRICS
 
@@ -43,6 +44,11 @@ def added_key(default, replaces: tuple[str, Any] | None = None, **metadata):
     default it is left out of the fingerprint (and `replaces` = (old key, old value) is put back in
     its group), so existing runs keep theirs; any other value enters it. See fingerprint_view."""
     return field(default=default, metadata={**metadata, "added": True, "default": default, "replaces": replaces})
+
+
+def added_group(schema: type):
+    """added_key for a whole config group: at its schema defaults it is left out of the fingerprint."""
+    return field(default_factory=schema, metadata={"added": True, "default": dataclasses.asdict(schema()), "replaces": None})
 
 
 @dataclass
@@ -151,10 +157,7 @@ class ScanConfig:
     precision: str = added_key("fp32")
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"scan.precision must be fp32|bf16, got {self.precision}")
-
-    def __post_init__(self) -> None:
+        checks.check(self.precision in ("fp32", "bf16"), f"scan.precision must be fp32|bf16, got {self.precision}")
         checks.at_least("scan", self, 1, "max_examples", "batch_size")
         checks.check(self.majority_fraction is None or 0 < self.majority_fraction < 1,
                f"scan.majority_fraction must be in (0, 1) (null = natural class frequencies), got {self.majority_fraction}")
@@ -285,6 +288,8 @@ class Config:
     select: SelectConfig = field(default_factory=SelectConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    head_init: HeadInitConfig = added_group(HeadInitConfig)  # how the head starts (EH-FT, LP-FT)
+    regularizer: RegularizerConfig = added_group(RegularizerConfig)  # attached while training (MVCR)
     logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=NOT_SEMANTIC)
     stage: str = "all"  # scan | train | all
     seed: int = 0
@@ -300,6 +305,7 @@ class Config:
     def __post_init__(self) -> None:
         if self.stage not in ("scan", "train", "all"):
             raise ConfigError(f"stage must be scan|train|all, got {self.stage}")
+        stage_epochs(self.head_init, self.train.epochs)  # stage 2 of a head_init must get epochs
 
 
 def keys_marked(marker: dict, schema: type = None, prefix: str = "") -> tuple[str, ...]:

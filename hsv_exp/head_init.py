@@ -38,6 +38,7 @@ import torch
 from hsv_exp import checkpoint as ckpt
 from hsv_exp.compute import accounting
 from hsv_exp.config import TaskConfig, TrainConfig, TuningConfig
+from hsv_exp.strategy_config import PET_LAYERS, PET_METHODS, STAGE1_LR, HeadInitConfig, stage_epochs  # noqa: F401
 from hsv_exp.data import Encoded
 from hsv_exp.errors import ConfigError, HsvError
 from hsv_exp.frozen_cache import has_frozen_prefix
@@ -47,11 +48,6 @@ from hsv_exp.tuning import METHODS
 
 log = logging.getLogger("hsv_exp")
 
-NAMES = ("random", "lpft", "ehft")
-PET_METHODS = ("bitfit", "lora", "prefix")
-PET_LAYERS = ("window", "kept")
-# The authors' stage-1 learning rates (scripts/finetune.sh:117-128): "2step+head" and their PET methods.
-STAGE1_LR = {"lpft": 1e-3, "bitfit": 5e-4, "lora": 5e-4, "prefix": 5e-3}
 # model_type -> LoRA targets Q, K, V, O (the authors' LoRAMixin adapts all four; tuning=lora defaults to Q, V).
 LORA_QKVO = {
     "bert": ["query", "key", "value", "attention.output.dense"],
@@ -65,51 +61,6 @@ STAGE = "head_init"  # the stage-1 dir in the run dir, and the `stage` mark of i
 RESULT_FILE = "head_init.pt"
 
 
-@dataclass
-class HeadInitConfig:
-    """`head_init=` (conf/head_init/{random,lpft,ehft}.yaml)."""
-
-    name: str = "random"  # random (nothing happens) | lpft (head-only stage 1) | ehft (head + PET stage 1)
-    method: str = "bitfit"  # ehft: the PET method of stage 1, bitfit | lora | prefix
-    epochs: Optional[int] = None  # stage-1 epochs; None = round(fraction * train.epochs), at least 1
-    fraction: float = 0.1  # share of train.epochs stage 1 takes when epochs is None (the authors' tenth)
-    lr: Optional[float] = None  # stage-1 lr; None = the authors' for the method (STAGE1_LR)
-    pet_layers: str = "window"  # ehft: window (over the frozen cache) | kept (every kept layer)
-
-    def __post_init__(self) -> None:
-        if self.name not in NAMES:
-            raise ConfigError(f"head_init.name must be random|lpft|ehft, got {self.name}")
-        if self.method not in PET_METHODS:
-            raise ConfigError(f"head_init.method must be bitfit|lora|prefix, got {self.method}")
-        if self.pet_layers not in PET_LAYERS:
-            raise ConfigError(f"head_init.pet_layers must be window|kept, got {self.pet_layers}")
-        if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"head_init.epochs must be >= 1 (or null for a fraction of train.epochs), got {self.epochs}")
-        if not 0 < self.fraction < 1:
-            raise ConfigError(f"head_init.fraction must be in (0, 1), got {self.fraction}")
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"head_init.lr must be > 0, got {self.lr}")
-
-    @property
-    def enabled(self) -> bool:
-        return self.name != "random"
-
-    @property
-    def stage1_lr(self) -> float:
-        return self.lr or STAGE1_LR["lpft" if self.name == "lpft" else self.method]
-
-
-def stage_epochs(cfg: HeadInitConfig, total_epochs: int) -> tuple[int, int]:
-    """(stage-1 epochs, stage-2 epochs) out of train.epochs; ConfigError if stage 2 would get none.
-
-    The lead calls this at compose time too (Config.__post_init__), so a bad budget fails early."""
-    if not cfg.enabled:
-        return 0, total_epochs
-    first = cfg.epochs if cfg.epochs is not None else max(1, round(cfg.fraction * total_epochs))
-    if total_epochs - first < 1:
-        raise ConfigError(f"head_init={cfg.name} takes {first} of train.epochs={total_epochs} epochs for stage 1, "
-                          f"leaving none for fine-tuning: raise train.epochs or lower head_init.epochs")
-    return first, total_epochs - first
 
 
 def pet_config(cfg: HeadInitConfig, model_type: str) -> TuningConfig | None:

@@ -19,7 +19,8 @@ from test_training import TASK, toy_data  # noqa: E402
 
 from hsv_exp.atomic import write_json_atomic  # noqa: E402
 from hsv_exp.checkpoint import Preempted  # noqa: E402
-from hsv_exp.classifier import LayerClassifier  # noqa: E402
+from hsv_exp.classifier import LayerClassifier
+from hsv_exp.truncation import truncate_model  # noqa: E402
 from hsv_exp.config import SelectConfig, TrainConfig, TuningConfig  # noqa: E402
 from hsv_exp.head_init import HeadInitConfig, train_with_head_init  # noqa: E402
 from hsv_exp.selection import select_layers  # noqa: E402
@@ -34,7 +35,7 @@ def main(run_dir: Path) -> None:
     torch.set_num_threads(1)
     pretrained = tiny_model("bert")
     selection = select_layers(SelectConfig(name="manual", head_layer=3, k=2), 4)  # layer 1 frozen: the cache is used
-    build = lambda chosen: LayerClassifier(copy.deepcopy(pretrained), chosen, num_labels=2)
+    build = lambda chosen: LayerClassifier(truncate_model(copy.deepcopy(pretrained), chosen.head_layer).encoder, chosen, num_labels=2)
     cfg = HeadInitConfig(name="ehft", method="lora", epochs=STAGE1_EPOCHS)  # LoRA: PET modules in the stage-1 checkpoint
     train_cfg = TrainConfig(lr=1e-3, epochs=TOTAL_EPOCHS, batch_size=4, log_every_steps=1, cache_frozen="memory")
     try:

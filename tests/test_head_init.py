@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from hsv_exp.classifier import LayerClassifier
+from hsv_exp.truncation import truncate_model
 from hsv_exp.config import SelectConfig, TrainConfig, TuningConfig
 from hsv_exp.errors import ConfigError, HsvError
 from hsv_exp.compute import layer_flops_per_token
@@ -39,7 +40,7 @@ ARCHS = ("bert", "roberta", "mpnet", "distilbert", "deberta-v2")
 SELECTION = select_layers(SelectConfig(name="manual", head_layer=3, k=1), 4)  # window 3; layers 1, 2 frozen; 4 removed
 STAGE1 = {"lpft": HeadInitConfig(name="lpft", epochs=1),
           **{method: HeadInitConfig(name="ehft", method=method, epochs=1) for method in ("bitfit", "lora", "prefix")}}
-HEAD_INIT_CONF = REPO / "staged_conf_head_init"  # conf/head_init once the group is in the schema (its README)
+HEAD_INIT_CONF = REPO / "conf" / "head_init"
 LAYER_NAME = re.compile(r"^backbone\.(?:encoder|transformer)\.layer\.(\d+)\.(.+)$")
 # Expected stage-1 trainable names inside a PET layer, written from each method's documented naming.
 PET_NAMES = {
@@ -73,7 +74,7 @@ def builder(arch: str, built: list | None = None):
     backbone = pretrained(arch)  # built (and seeded) here, not inside a seeded build_model call
 
     def build(selection):
-        model = LayerClassifier(copy.deepcopy(backbone), selection, num_labels=2)
+        model = LayerClassifier(truncate_model(copy.deepcopy(backbone), selection.head_layer).encoder, selection, num_labels=2)
         if built is not None:
             built.append(model)
         return model

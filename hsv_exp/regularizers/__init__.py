@@ -6,7 +6,7 @@ A regularizer is `attach(model: LayerClassifier, cfg: RegularizerConfig, lr: flo
 """
 
 from hsv_exp.regularizers import mvcr
-from hsv_exp.regularizers.mvcr import RegularizerConfig
+from hsv_exp.strategy_config import RegularizerConfig
 
 REGULARIZERS = {"none": None, "mvcr": mvcr.attach}
 

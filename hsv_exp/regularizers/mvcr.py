@@ -55,38 +55,10 @@ import torch
 from torch import nn
 
 from hsv_exp.errors import ConfigError
+from hsv_exp.strategy_config import RegularizerConfig
 
 AUTHORS_LAYERS = (7, 9, 12)  # 1-based; their --layer_sets 6,8,11 count from 0
 AUTHORS_DEPTH = 12  # bert-base
-
-
-@dataclass
-class RegularizerConfig:
-    name: str = "none"  # none | mvcr
-    # hsv_exp layer numbers (0 = embeddings) whose output is perturbed; empty: the authors' 7, 9, 12 of 12 mapped
-    layers: list[int] = field(default_factory=list)
-    dims: list[int] = field(default_factory=lambda: [128, 256, 512])  # one HAE per width at each point
-    warmup_epochs: int = 4  # AE-only epochs; the authors: epochs 1-4 of 100 (run_ae.py num_pre_training_epoch = 5)
-    lr_multiplier: float = 50.0  # AE reconstruction lr = this x the task lr (run_ae.py: args.learning_rate * 50)
-    noise_std: float = 0.002  # Gaussian noise added before the path choice (AE2TK)
-    dropout: float = 0.2  # inside the HAEs (InfoBottle2, InfoBottleSub)
-    ae_task_gradient: bool = True  # AEs also step on the task gradient at the task lr, as in the authors' optimizer
-    max_grad_norm: float = 1.0  # clipping of each AE step (run_ae.py clips at args.max_grad_norm = 1)
-
-    def __post_init__(self) -> None:
-        if self.name not in ("none", "mvcr"):
-            raise ConfigError(f"regularizer.name must be none or mvcr, got {self.name!r}")
-        if not self.dims or any(dim < 2 or dim % 2 for dim in self.dims):
-            raise ConfigError(f"regularizer.dims must be even widths >= 2 (a sub-AE halves them), got {list(self.dims)}")
-        if any(layer < 0 for layer in self.layers) or len(set(self.layers)) != len(self.layers):
-            raise ConfigError(f"regularizer.layers must be distinct layer numbers >= 0, got {list(self.layers)}")
-        if self.warmup_epochs < 0:
-            raise ConfigError(f"regularizer.warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if self.lr_multiplier <= 0 or self.max_grad_norm <= 0:
-            raise ConfigError("regularizer.lr_multiplier and regularizer.max_grad_norm must be > 0")
-        if self.noise_std < 0 or not 0 <= self.dropout < 1:
-            raise ConfigError(f"regularizer.noise_std must be >= 0 and regularizer.dropout in [0, 1), got "
-                              f"{self.noise_std}, {self.dropout}")
 
 
 class SubAE(nn.Module):
