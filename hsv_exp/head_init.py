@@ -30,7 +30,7 @@ import copy
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,9 +38,10 @@ import torch
 from hsv_exp import checkpoint as ckpt
 from hsv_exp.compute import accounting
 from hsv_exp.config import TaskConfig, TrainConfig, TuningConfig
-from hsv_exp.strategy_config import PET_LAYERS, PET_METHODS, STAGE1_LR, HeadInitConfig, stage_epochs  # noqa: F401
+from hsv_exp.run_dir import clean_checkpoint
+from hsv_exp.strategy_config import HeadInitConfig, stage_epochs
 from hsv_exp.data import Encoded
-from hsv_exp.errors import ConfigError, HsvError
+from hsv_exp.errors import HsvError
 from hsv_exp.frozen_cache import has_frozen_prefix
 from hsv_exp.selection import Selection
 from hsv_exp.train import TrainResult, train
@@ -178,9 +179,7 @@ def pretrain_head(cfg: HeadInitConfig, build_model: Callable[[Selection], torch.
         ckpt.atomic_torch_save({key: value for key, value in asdict(outcome).items() if key != "reused"},
                                stage_dir / RESULT_FILE)
         if not train_cfg.keep_checkpoint:
-            (stage_dir / "checkpoint" / "last.pt").unlink(missing_ok=True)
-            if (stage_dir / "checkpoint").is_dir() and not any((stage_dir / "checkpoint").iterdir()):
-                (stage_dir / "checkpoint").rmdir()
+            clean_checkpoint(stage_dir)
     return outcome
 
 
@@ -211,8 +210,9 @@ def train_with_head_init(cfg: HeadInitConfig, build_model: Callable[[Selection],
                          apply_tuning: Callable[[torch.nn.Module], None], train_data: Encoded,
                          eval_data: dict[str, Encoded], task: TaskConfig, train_cfg: TrainConfig, seed: int,
                          pad_token_id: int, run_dir: Path | None = None, log_fn=lambda metrics: None,
-                         progress: bool = False) -> HeadInitRun:
-    """Stage 1 (if any), then stage 2 for the rest of train.epochs at train_cfg's lr; resumable in either."""
+                         progress: bool = False, train_kwargs: dict | None = None) -> HeadInitRun:
+    """Stage 1 (if any), then stage 2 for the rest of train.epochs at train_cfg's lr; resumable in either.
+    train_kwargs: more keyword arguments of train.train for stage 2 (precision, regularizer)."""
     head = None
     if cfg.enabled:
         head = pretrain_head(cfg, build_model, selection, train_data, eval_data, task, train_cfg, seed, pad_token_id,
@@ -220,7 +220,7 @@ def train_with_head_init(cfg: HeadInitConfig, build_model: Callable[[Selection],
     _, epochs = stage_epochs(cfg, train_cfg.epochs)
     model = stage2_model(build_model, selection, seed, head.head_state if head else None, apply_tuning)
     result = train(model, train_data, eval_data, task, replace(train_cfg, epochs=epochs), seed, pad_token_id,
-                   run_dir=run_dir, log=log_fn, progress=progress)
+                   run_dir=run_dir, log=log_fn, progress=progress, **(train_kwargs or {}))
     history = (head.history if head else []) + mark(result.history, "train")
     return HeadInitRun(train=result, head_init=head, model=model, history=history)
 

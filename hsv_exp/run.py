@@ -10,6 +10,7 @@ hsv_exp.compute. Each stage is one function below, called in order by `_pipeline
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -20,12 +21,14 @@ import numpy as np
 import torch
 
 from hsv_exp import data as data_lib
+from hsv_exp import head_init
 from hsv_exp import run_dir as run_dir_lib
 from hsv_exp.backbone import load_backbone, load_tokenizer, num_layers
 from hsv_exp.classifier import LayerClassifier
 from hsv_exp.compute import model_accounting
 from hsv_exp.config import Config
 from hsv_exp.run_dir import config_fingerprint, identity, semantic_config  # noqa: F401  (semantic_config, identity: also imported from here)
+from hsv_exp.precision import resolve
 from hsv_exp.scan import print_scan, run_scan
 from hsv_exp.selection import Selection, select_layers
 from hsv_exp.tracking import make_tracker
@@ -131,33 +134,65 @@ def build_model(cfg: Config, task, truncated: Truncated, selection: Selection) -
     return model
 
 
-def train_stage(ctx: RunContext, model: LayerClassifier, tokenizer, data: RunData) -> tuple[TrainResult, data_lib.Encoded, float]:
-    """Training with a dev evaluation every epoch; -> (result, the encoded train data, wall seconds)."""
+@dataclass
+class Trained:
+    model: LayerClassifier  # the model that was fine-tuned (stage 2 of a head_init)
+    result: TrainResult  # its training (history: fine-tuning epochs only)
+    history: list[dict]  # every epoch, head_init's marked stage=head_init (== result.history without one)
+    train_encoded: data_lib.Encoded
+    wall_s: float
+    head_init: dict | None = None  # head_init's summary and compute, when it ran
+
+
+def train_stage(ctx: RunContext, truncated: Truncated, selection: Selection, tokenizer, data: RunData) -> Trained:
+    """Training with a dev evaluation every epoch, after the head_init stage when there is one."""
     cfg = ctx.cfg
     train_encoded = data_lib.encode(tokenizer, data.train, cfg.train.max_length)
     eval_encoded = {name: data_lib.encode(tokenizer, split, cfg.train.max_length) for name, split in data.eval_splits.items()}
-    started = time.perf_counter()
     train_cfg = replace(cfg.train, lr=cfg.tuning.lr or cfg.train.lr)
-    result = train(model, train_encoded, eval_encoded, data.task, train_cfg, cfg.seed, tokenizer.pad_token_id,
-                   run_dir=ctx.run_dir, log=ctx.tracker.log, progress=sys.stderr.isatty())
-    return result, train_encoded, time.perf_counter() - started
+    precision = resolve(cfg.train.precision, ctx.device)
+    log.info("precision %s (train.precision=%s): %s", precision.name, cfg.train.precision, precision.reason)
+    ctx.tracker.summary({"precision": precision.name})
+    common = dict(run_dir=ctx.run_dir, progress=sys.stderr.isatty())
+    started = time.perf_counter()
+    if not cfg.head_init.enabled:
+        model = build_model(cfg, data.task, truncated, selection)
+        result = train(model, train_encoded, eval_encoded, data.task, train_cfg, cfg.seed, tokenizer.pad_token_id,
+                       log=ctx.tracker.log, precision=precision, **common)
+        return Trained(model, result, result.history, train_encoded, time.perf_counter() - started)
+    build = lambda chosen: LayerClassifier(copy.deepcopy(truncated.encoder), chosen, data.task.num_labels,  # noqa: E731
+                                           cfg.metric.pooling, cfg.train.dropout)
+    chain = head_init.train_with_head_init(
+        cfg.head_init, build, selection, lambda model: apply_method(model, cfg.tuning), train_encoded, eval_encoded,
+        data.task, train_cfg, cfg.seed, tokenizer.pad_token_id, log_fn=ctx.tracker.log, train_kwargs={"precision": precision},
+        **common)
+    summary = {**{key: value for key, value in chain.head_init.summary().items() if key != "history"},  # it is in metrics' history
+               "compute": head_init.compute_summary(chain, cfg.tuning, train_encoded, train_cfg)}
+    return Trained(chain.model, chain.train, chain.history, train_encoded, time.perf_counter() - started, summary)
 
 
-def record(ctx: RunContext, selection: Selection, truncated: Truncated, model: LayerClassifier, data: RunData,
-           train_encoded: data_lib.Encoded, result: TrainResult, wall: float, registry: Path | None) -> dict:
+def record(ctx: RunContext, selection: Selection, truncated: Truncated, trained: Trained, data: RunData,
+           registry: Path | None) -> dict:
     """The record stage: metrics.json (scores, compute, parameters), the registry entry, checkpoint clean-up."""
-    cfg = ctx.cfg
-    mean_len = float(np.mean([len(feature["input_ids"]) for feature in train_encoded.features]))
-    compute = model_accounting(model, selection, truncated, cfg.tuning, mean_len)
-    compute.update({"train_time_s": result.train_time_s, "train_wall_s": wall, "epoch_times_s": result.epoch_times_s,
-                    "peak_memory_mb": result.peak_memory_mb, "device": str(ctx.device)})
+    cfg, result = ctx.cfg, trained.result
+    mean_len = float(np.mean([len(feature["input_ids"]) for feature in trained.train_encoded.features]))
+    compute = model_accounting(trained.model, selection, truncated, cfg.tuning, mean_len)
+    compute.update({"train_time_s": result.train_time_s, "train_wall_s": trained.wall_s, "epoch_times_s": result.epoch_times_s,
+                    "peak_memory_mb": result.peak_memory_mb, "device": str(ctx.device), "precision": result.precision})
+    if trained.head_init is not None:  # the run's training cost is both stages'
+        both = trained.head_init["compute"]
+        compute.update({**both, "stage2_train_flops_fraction": compute["train_flops_fraction"],
+                        "train_flops_fraction": both["train_flops_fraction_total"],
+                        "train_flops_saving_pct": 100.0 * (1 - both["train_flops_fraction_total"]),
+                        "stage2_train_time_s": result.train_time_s, "train_time_s": both["train_time_s_total"]})
     main_key = f"{cfg.task.eval_splits[0]}/{cfg.task.main_metric}"
     metrics = {
         "status": "complete", **identity(cfg), "fingerprint": ctx.fingerprint,
         "head_layer": selection.head_layer, "tuned_layers": list(selection.tuned_layers), "num_layers": truncated.full_layers,
         "main_metric": cfg.task.main_metric, "optimized_metric": main_key,
-        "best": result.best, "last": result.last, "history": result.history, "compute": compute,
+        "best": result.best, "last": result.last, "history": trained.history, "compute": compute,
         "resumed_from": result.resumed_from, "num_train_examples": len(data.train),
+        **({"head_init": trained.head_init} if trained.head_init is not None else {}),
         "config": ctx.config_dict,
     }
     log_summary(ctx.tracker, metrics)
@@ -170,14 +205,14 @@ def record(ctx: RunContext, selection: Selection, truncated: Truncated, model: L
              "inference FLOPs saving %.1f%% | trainable %d of %d params | %.1fs, peak %.0f MB",
              cfg.task.main_metric, result.best[main_key], result.best["epoch"], result.last[main_key],
              100 * compute["train_flops_fraction"], compute["train_flops_saving_pct"], compute["inference_flops_saving_pct"],
-             compute["trainable_params"], truncated.full_params, result.train_time_s, result.peak_memory_mb)
+             compute["trainable_params"], truncated.full_params, compute["train_time_s"], result.peak_memory_mb)
     return metrics
 
 
 def log_summary(tracker, metrics: dict) -> None:
     tracker.summary({f"best/{key}": value for key, value in metrics["best"].items()})
     tracker.summary({f"last/{key}": value for key, value in metrics["last"].items()})
-    tracker.summary({f"compute/{key}": value for key, value in metrics["compute"].items() if not isinstance(value, list)})
+    tracker.summary({f"compute/{key}": value for key, value in metrics["compute"].items() if not isinstance(value, (list, dict))})
 
 
 # ---------------------------------------------------------------- the run
@@ -197,10 +232,8 @@ def _pipeline(ctx: RunContext) -> dict:
     if reused is not None:
         return reused
     truncated = truncate_model(backbone, selection.head_layer)
-    model = build_model(cfg, data.task, truncated, selection)
-    # (a head-initialisation stage goes here, between tuning and training)
-    result, train_encoded, wall = train_stage(ctx, model, tokenizer, data)
-    return record(ctx, selection, truncated, model, data, train_encoded, result, wall, registry)
+    trained = train_stage(ctx, truncated, selection, tokenizer, data)  # tune (after head_init), then train
+    return record(ctx, selection, truncated, trained, data, registry)
 
 
 def run(cfg: Config, config_dict: dict, run_dir: Path, job_type: str | None = None, sweep_dir: Path | None = None) -> dict:

@@ -34,7 +34,10 @@ def scan_key(cfg: Config, split: data_lib.Split, classes: np.ndarray) -> str:
     data share one result)."""
     digest = hashlib.sha256()
     model = dataclasses.asdict(cfg.model) | ({"seed": cfg.seed} if cfg.model.random_init else {})
-    digest.update(json.dumps([model, cfg.metric.name, cfg.metric.pooling, cfg.train.max_length], sort_keys=True).encode())
+    settings = [model, cfg.metric.name, cfg.metric.pooling, cfg.train.max_length]
+    if cfg.scan.precision != "fp32":  # fp32 scans made before scan.precision existed keep their key
+        settings.append(cfg.scan.precision)
+    digest.update(json.dumps(settings, sort_keys=True).encode())
     digest.update(json.dumps(split.texts).encode())
     digest.update(np.ascontiguousarray(classes).tobytes())
     return digest.hexdigest()[:16]
@@ -98,6 +101,7 @@ def run_scan(cfg: Config, backbone, tokenizer, train_split: data_lib.Split, devi
     scores, info = variability.scan(
         backbone.to(device), batches, lambda batch: dense_classes[batch["index"].cpu()], len(class_values),
         cfg.metric.pooling, cfg.metric.name, device, forward_kwargs(backbone), progress=sys.stderr.isatty(),
+        precision=cfg.scan.precision,
     )
     result = {**identity(cfg), **_settings(cfg), "layers": list(range(len(scores))), "scores": scores,
               "num_examples": len(train_split), "class_counts": dict(zip(names, info["class_counts"])),

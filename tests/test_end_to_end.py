@@ -62,3 +62,25 @@ def test_scan_stage_only_writes_the_scan(tmp_path, glue_dir):
     assert len(scan["scores"]) == 5  # tiny model: embeddings + 4 layers
     assert set(scan["class_counts"]) <= {"0", "1", "2", "3", "4", "5"}  # STS-B scores binned by round(score)
     assert not (run_dir / "metrics.json").exists()
+
+
+def test_head_init_from_the_command_line(tmp_path, glue_dir):
+    """head_init=ehft through the pipeline: both stages in metrics.json's history and compute, the
+    precision that was chosen recorded, and a relaunch finds the run complete."""
+    run_dir = tmp_path / "ehft"
+    overrides = ("model=tiny", "experiment=smoke", "head_init=ehft", "train.epochs=3", "logger=none", "select=top",
+                 "select.k=2", f"task.glue_dir={glue_dir}")
+    done = hsv(run_dir, *overrides)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [(record["stage"], record["epoch"]) for record in metrics["history"]] == [("head_init", 1), ("train", 1), ("train", 2)]
+    compute = metrics["compute"]
+    assert compute["train_flops_total"] == pytest.approx(compute["head_init_train_flops"] + compute["stage2_train_flops"])
+    assert compute["head_init_train_flops"] > 0
+    assert compute["train_flops_fraction"] == pytest.approx(compute["train_flops_total"] / compute["full_ft_train_flops_total"])
+    assert compute["train_time_s"] == pytest.approx(compute["head_init_train_time_s"] + compute["stage2_train_time_s"])
+    assert metrics["head_init"]["epochs"] == 1 and metrics["head_init"]["settings"]["method"] == "bitfit"
+    assert compute["precision"]["requested"] == "auto" and compute["precision"]["dtype"] in ("fp32", "bf16")
+    assert (run_dir / "head_init" / "head_init.pt").is_file() and not (run_dir / "checkpoint").exists()
+    again = hsv(run_dir, *overrides)
+    assert again.returncode == 0 and "already complete" in again.stdout + again.stderr
