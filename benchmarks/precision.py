@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from hsv_exp import data as data_lib  # noqa: E402
 from hsv_exp import variability  # noqa: E402
 from hsv_exp.atomic import write_atomic  # noqa: E402
+from hsv_exp.selection import pick_head_layer  # noqa: E402
 from hsv_exp.backbone import forward_kwargs, load_backbone, load_tokenizer  # noqa: E402
 from hsv_exp.config import ModelConfig, register_configs, to_objects  # noqa: E402
 from hsv_exp.precision import cpu_info, resolve  # noqa: E402
@@ -161,7 +162,7 @@ def scan_error(backbone, tokenizer, task: str, num_examples: int, seed: int = 0)
     fp32, bf16 = np.array(scores["fp32"]), np.array(scores["bf16"])
     relative = np.abs(bf16 - fp32) / np.abs(fp32)
     return {"task": task, "examples": len(split), "max_rel_error": float(relative.max()),
-            "worst_layer": int(relative.argmax()), "argmin_fp32": int(fp32.argmin()), "argmin_bf16": int(bf16.argmin()),
+            "worst_layer": int(relative.argmax()), "argmin_fp32": pick_head_layer(list(fp32), "argmin", 0.0), "argmin_bf16": pick_head_layer(list(bf16), "argmin", 0.0),
             "fp32_s": seconds["fp32"], "bf16_s": seconds["bf16"], "rel_error_per_layer": relative.tolist()}
 
 
