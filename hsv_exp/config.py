@@ -7,28 +7,20 @@ only make sense together are checked in `__post_init__`, which runs in `to_confi
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import hashlib
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 
+from hsv_exp import config_keys
+from hsv_exp.config_keys import EXECUTION, NOT_SEMANTIC, added_group, added_key, drop_keys  # noqa: F401 (re-exported)
 from hsv_exp.errors import ConfigError
 from hsv_exp.strategy_config import HeadInitConfig, RegularizerConfig, stage_epochs
 from hsv_exp import value_checks as checks
 from hsv_exp.glue_metrics import METRICS as TASK_METRICS
-
-# Field metadata, the one home of "what a key means for a run":
-# NOT_SEMANTIC: the key does not change what a run computes (logging, scheduling, where files go):
-#   it is left out of the run's fingerprint, its run dir name and its results condition.
-# EXECUTION: how a run executes (threads, caches, inference batch sizes); the results are the same
-#   up to float rounding, so runs that differ only here pool into one results condition. These stay in
-#   the fingerprint, so a run's fingerprint never changes when one is added here.
-NOT_SEMANTIC = {"semantic": False}
-EXECUTION = {"execution": True}
 
 # The tuning methods, in the registry's order. Only names here: hsv_exp.tuning (which imports torch,
 # transformers and PEFT) holds the implementations and asserts at import that its names are these.
@@ -37,18 +29,6 @@ TUNING_METHODS = ("full", "adapter", "pfeiffer", "parallel_adapter", "scaled_pa"
 ADAPTER_METHODS = ("adapter", "pfeiffer", "parallel_adapter", "scaled_pa", "mam")
 SCALED_METHODS = ("parallel_adapter", "scaled_pa", "mam")  # the parallel adapter's output scale
 PREFIX_METHODS = ("prefix", "mam")
-
-
-def added_key(default, replaces: tuple[str, Any] | None = None, **metadata):
-    """A field added after runs were made, whose default computes what those runs computed: at the
-    default it is left out of the fingerprint (and `replaces` = (old key, old value) is put back in
-    its group), so existing runs keep theirs; any other value enters it. See fingerprint_view."""
-    return field(default=default, metadata={**metadata, "added": True, "default": default, "replaces": replaces})
-
-
-def added_group(schema: type):
-    """added_key for a whole config group: at its schema defaults it is left out of the fingerprint."""
-    return field(default_factory=schema, metadata={"added": True, "default": dataclasses.asdict(schema()), "replaces": None})
 
 
 @dataclass
@@ -308,51 +288,9 @@ class Config:
         stage_epochs(self.head_init, self.train.epochs)  # stage 2 of a head_init must get epochs
 
 
-def keys_marked(marker: dict, schema: type = None, prefix: str = "") -> tuple[str, ...]:
-    """Dotted keys of the schema's fields whose metadata holds `marker` (NOT_SEMANTIC, EXECUTION)."""
-    schema = schema or Config
-    types = typing.get_type_hints(schema)
-    keys: list[str] = []
-    for item in dataclasses.fields(schema):
-        key = prefix + item.name
-        if all(item.metadata.get(name) == value for name, value in marker.items()):
-            keys.append(key)
-        elif dataclasses.is_dataclass(types[item.name]):
-            keys.extend(keys_marked(marker, types[item.name], key + "."))
-    return tuple(keys)
-
-
-def fingerprint_view(config: dict, schema: type = None) -> dict:
-    """A copy of a nested config dict as fingerprints see it: every added_key at its default is
-    replaced by what the config held before the key existed (nothing, or the key it replaces)."""
-    schema = schema or Config
-    types = typing.get_type_hints(schema)
-    config = dict(config)
-    for item in dataclasses.fields(schema):
-        if item.name not in config:
-            continue
-        if item.metadata.get("added") and config[item.name] == item.metadata["default"]:
-            del config[item.name]
-            if item.metadata["replaces"] is not None:
-                old_key, old_value = item.metadata["replaces"]
-                config[old_key] = old_value
-        elif dataclasses.is_dataclass(types[item.name]) and isinstance(config[item.name], dict):
-            config[item.name] = fingerprint_view(config[item.name], types[item.name])
-    return config
-
-
-def drop_keys(config: dict, keys: tuple[str, ...]) -> dict:
-    """A copy of a nested config dict without the dotted `keys` (absent ones are ignored)."""
-    config = dict(config)
-    for key in keys:
-        head, _, rest = key.partition(".")
-        if head not in config:
-            continue
-        if rest:
-            config[head] = drop_keys(config[head], (rest,)) if isinstance(config[head], dict) else config[head]
-        else:
-            del config[head]
-    return config
+# The schema-bound forms of hsv_exp.config_keys that every caller uses.
+keys_marked = functools.partial(config_keys.keys_marked, schema=Config)
+fingerprint_view = functools.partial(config_keys.fingerprint_view, schema=Config)
 
 
 def run_dirname(override_dirname: str) -> str:
