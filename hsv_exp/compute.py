@@ -5,8 +5,9 @@ mean sequence length n:
     F = 2 * (4 d^2 + 2 d f)  [Q, K, V, O and the two FFN matrices]  +  4 n d  [QK^T and AV]
 Training counts forward = F and backward = 2F for a layer whose weights train (gradients w.r.t.
 inputs and weights), backward = F for a layer that only passes gradients down (PET methods:
-frozen weights, small injected modules), and nothing for frozen layers below the window, which
-need no gradient at all. Full fine-tuning of all L layers costs 3 L F. Injected modules
+frozen weights, small injected modules; and frozen layers above the window, up to the head,
+which the window's gradient passes through), and nothing for frozen layers below the window,
+which need no gradient at all. Full fine-tuning of all L layers costs 3 L F. Injected modules
 (adapters, LoRA) add 2 FLOPs per parameter per token forward and twice that backward.
 Prefix tuning adds `prefix_keys` keys per window layer: 4 p d FLOPs per token forward (its
 reparametrisation MLP runs once per step, not per token, and is ignored).
@@ -34,9 +35,10 @@ def accounting(selection: Selection, hidden: int, intermediate: int, seq_len: fl
     num_tuned = len(selection.tuned_layers)
     extra = 2.0 * injected_params + num_tuned * 4.0 * prefix_keys * hidden
     forward = selection.head_layer * layer + extra
-    backward = num_tuned * layer * (2.0 if full_layer_weights_train else 1.0) + 2.0 * extra
+    above = selection.head_layer - max(selection.tuned_layers)  # frozen, but gradients pass through them
+    backward = (num_tuned * (2.0 if full_layer_weights_train else 1.0) + above) * layer + 2.0 * extra
     # With the frozen-prefix cache, epochs after the first skip the layers below the window.
-    forward_cached = num_tuned * layer + extra
+    forward_cached = (num_tuned + above) * layer + extra
     full_train = 3.0 * selection.num_layers * layer
     train = forward + backward
     train_cached = forward_cached + backward

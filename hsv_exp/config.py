@@ -29,6 +29,7 @@ TUNING_METHODS = ("full", "adapter", "pfeiffer", "parallel_adapter", "scaled_pa"
 ADAPTER_METHODS = ("adapter", "pfeiffer", "parallel_adapter", "scaled_pa", "mam")
 SCALED_METHODS = ("parallel_adapter", "scaled_pa", "mam")  # the parallel adapter's output scale
 PREFIX_METHODS = ("prefix", "mam")
+HEADS = ("linear", "roberta")  # model.head; hsv_exp/classifier.py builds them
 
 
 @dataclass
@@ -45,8 +46,12 @@ class ModelConfig:
     # Tokenizer source when it differs from name_or_path (random-init models borrow one).
     tokenizer: Optional[str] = None
     dtype: str = "float32"  # weights dtype when loading; autocast is train.precision
+    # The classifier head (hsv_exp/classifier.py): linear on the pooled state (metric.pooling) |
+    # roberta: dropout -> dense -> tanh -> dropout -> out_proj on the first token (the official code's).
+    head: str = added_key("linear")
 
     def __post_init__(self) -> None:
+        checks.check(self.head in HEADS, f"model.head must be {'|'.join(HEADS)}, got {self.head}")
         checks.check(self.dtype in ("float32", "float16", "bfloat16"),
                f"model.dtype must be float32|float16|bfloat16, got {self.dtype}")
         if self.random_init and not self.tokenizer:
@@ -73,9 +78,11 @@ class TaskConfig:
     hub_dataset: Optional[str] = "nyu-mll/glue"
     hub_config: Optional[str] = None
     files: dict[str, Optional[str]] = field(default_factory=dict)  # custom: split -> path (.csv/.tsv/.jsonl)
-    # Regression targets are grouped into classes for the variability scan:
-    # class = round(score / bin_width) (bin_width 1.0 = round(score), the default for STS-B).
+    # Regression targets are grouped into classes for the variability scan (and stratified subsamples):
+    # round: class = round(score / bin_width) (bin_width 1.0 = round(score), the default for STS-B);
+    # distinct: every distinct score is its own class, as the official scan does (STS-B: 140 classes).
     regression_bin_width: float = 1.0
+    regression_classes: str = added_key("round")
     # Optional fixed train subsample (seeded, stratified), e.g. for SST-2 on a CPU budget.
     max_train_examples: Optional[int] = None
     max_eval_examples: Optional[int] = None
@@ -91,6 +98,8 @@ class TaskConfig:
             raise ConfigError(f"task.main_metric={self.main_metric} is not in task.metrics={self.metrics}")
         if self.regression_bin_width <= 0:
             raise ConfigError("task.regression_bin_width must be > 0")
+        checks.check(self.regression_classes in ("round", "distinct"),
+                     f"task.regression_classes must be round|distinct, got {self.regression_classes}")
         unknown = sorted(set(self.metrics) - set(TASK_METRICS))
         checks.check(not unknown, f"task.metrics: unknown {unknown}, known: {', '.join(TASK_METRICS)}")
         checks.check(bool(self.eval_splits), "task.eval_splits must name at least one split")
@@ -150,6 +159,9 @@ class SelectConfig:
     rule: str = "argmin"  # variability only: argmin | tolerance
     tolerance: float = 0.05  # rule=tolerance: earliest layer with nu <= (1 + tolerance) * min nu
     head_layer: Optional[int] = None  # manual only
+    # manual only: the window is the k layers ending here (the official --last_finetune_layer + 1);
+    # the layers between it and the head are kept, frozen. None = the head layer.
+    last_tuned_layer: Optional[int] = added_key(None)
 
     def __post_init__(self) -> None:
         if self.name not in ("variability", "top", "all", "manual"):
@@ -162,6 +174,11 @@ class SelectConfig:
             raise ConfigError("select=manual needs select.head_layer")
         checks.check(self.tolerance >= 0, f"select.tolerance must be >= 0, got {self.tolerance}")
         checks.at_least("select", self, 1, "head_layer")
+        if self.last_tuned_layer is not None:
+            checks.check(self.name == "manual", f"select.last_tuned_layer is for select=manual only, not select={self.name}")
+            checks.check(self.k <= self.last_tuned_layer <= self.head_layer,
+                         f"select.last_tuned_layer must be in select.k..select.head_layer ({self.k}..{self.head_layer}) "
+                         f"so the window stays inside layers 1..head, got {self.last_tuned_layer}")
 
 
 @dataclass

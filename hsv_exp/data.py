@@ -205,10 +205,21 @@ def load_split(task: TaskConfig, split: str) -> Split:
 
 # ---------------------------------------------------------------- subsampling
 def class_ids(labels: np.ndarray, task: TaskConfig) -> np.ndarray:
-    """Class per example for the scan and for stratification; regression scores are binned."""
+    """Class per example for the scan and for stratification. Regression scores are binned
+    (task.regression_classes=round) or, with `distinct`, numbered by their rank among the distinct
+    scores of `labels` (class_scores names them)."""
+    if task.is_regression and task.regression_classes == "distinct":
+        return np.unique(labels, return_inverse=True)[1].astype(np.int64).reshape(-1)
     if task.is_regression:
         return np.round(labels / task.regression_bin_width).astype(np.int64)
     return labels.astype(np.int64)
+
+
+def class_scores(labels: np.ndarray, task: TaskConfig, class_values: np.ndarray) -> np.ndarray:
+    """The score each regression class id of `class_ids(labels, task)` stands for."""
+    if task.regression_classes == "distinct":
+        return np.unique(labels)[class_values]
+    return class_values * task.regression_bin_width
 
 
 def stratified_subsample(classes: np.ndarray, size: int | None, seed: int, majority_fraction: float | None = None) -> np.ndarray:

@@ -129,7 +129,7 @@ def reuse_stage(ctx: RunContext, selection: Selection, registry: Path | None) ->
 def build_model(cfg: Config, task, truncated: Truncated, selection: Selection) -> LayerClassifier:
     """The tune stage: the classifier on the truncated encoder, then what the tuning method trains."""
     torch.manual_seed(cfg.seed)  # the head's init depends on the seed only
-    model = LayerClassifier(truncated.encoder, selection, task.num_labels, cfg.metric.pooling, cfg.train.dropout)
+    model = LayerClassifier(truncated.encoder, selection, task.num_labels, cfg.metric.pooling, cfg.train.dropout, cfg.model.head)
     apply_method(model, cfg.tuning)
     return model
 
@@ -161,7 +161,7 @@ def train_stage(ctx: RunContext, truncated: Truncated, selection: Selection, tok
                        log=ctx.tracker.log, precision=precision, **common)
         return Trained(model, result, result.history, train_encoded, time.perf_counter() - started)
     build = lambda chosen: LayerClassifier(copy.deepcopy(truncated.encoder), chosen, data.task.num_labels,  # noqa: E731
-                                           cfg.metric.pooling, cfg.train.dropout)
+                                           cfg.metric.pooling, cfg.train.dropout, cfg.model.head)
     chain = head_init.train_with_head_init(
         cfg.head_init, build, selection, lambda model: apply_method(model, cfg.tuning), train_encoded, eval_encoded,
         data.task, train_cfg, cfg.seed, tokenizer.pad_token_id, log_fn=ctx.tracker.log, train_kwargs={"precision": precision},

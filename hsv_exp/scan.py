@@ -34,6 +34,7 @@ def scan_key(cfg: Config, split: data_lib.Split, classes: np.ndarray) -> str:
     data share one result)."""
     digest = hashlib.sha256()
     model = dataclasses.asdict(cfg.model) | ({"seed": cfg.seed} if cfg.model.random_init else {})
+    del model["head"]  # the classifier head is not part of what the scan reads
     settings = [model, cfg.metric.name, cfg.metric.pooling, cfg.train.max_length]
     if cfg.scan.precision != "fp32":  # fp32 scans made before scan.precision existed keep their key
         settings.append(cfg.scan.precision)
@@ -69,10 +70,11 @@ def _cached(cfg: Config, key: str, path: Path, cache_dir: Path | None) -> dict |
     return None
 
 
-def class_names(task: TaskConfig, class_values: np.ndarray) -> list[str]:
-    """Names of the scanned classes; every labelled class must occur in the scanned data."""
+def class_names(task: TaskConfig, class_values: np.ndarray, labels: np.ndarray) -> list[str]:
+    """Names of the scanned classes (`labels`: those the class ids were computed from); every
+    labelled class must occur in the scanned data."""
     if task.is_regression:
-        return [f"{value * task.regression_bin_width:g}" for value in class_values]
+        return [f"{score:g}" for score in data_lib.class_scores(labels, task, class_values)]
     missing = [name for index, name in enumerate(task.label_names) if index not in class_values]
     if missing:
         raise DataError(f"variability scan: class(es) {missing} have no examples in the scanned train data")
@@ -83,7 +85,8 @@ def run_scan(cfg: Config, backbone, tokenizer, train_split: data_lib.Split, devi
              sweep_dir: Path | None = None) -> dict:
     """nu per layer on `train_split` (subsampled as scan.* says), written to <run_dir>/variability.json."""
     path = run_dir / "variability.json"
-    classes = data_lib.class_ids(train_split.labels, cfg.task)
+    labels = train_split.labels
+    classes = data_lib.class_ids(labels, cfg.task)
     if cfg.scan.max_examples or cfg.scan.majority_fraction:
         indices = data_lib.stratified_subsample(classes, cfg.scan.max_examples, cfg.scan.seed, cfg.scan.majority_fraction)
         train_split, classes = train_split.subset(indices), classes[indices]
@@ -93,7 +96,7 @@ def run_scan(cfg: Config, backbone, tokenizer, train_split: data_lib.Split, devi
     if previous is not None:
         return previous
     class_values = np.unique(classes)
-    names = class_names(cfg.task, class_values)
+    names = class_names(cfg.task, class_values, labels)
     class_index = {value: index for index, value in enumerate(class_values)}
     dense_classes = torch.tensor([class_index[value] for value in classes])
     encoded = data_lib.encode(tokenizer, train_split, cfg.train.max_length)

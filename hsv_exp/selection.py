@@ -4,6 +4,8 @@ Layers are numbered as in the paper: 0 is the embedding output, 1..L the transfo
 The tuned window is the k layers ending at the head layer: head-k+1 .. head. A head chosen by
 the user (top, manual) with k > head is a config error; a head chosen by variability can land
 below k, and then the window is every layer up to it (1 .. head), with a warning.
+select=manual with select.last_tuned_layer (the official code's --last_finetune_layer) ends the
+window below the head instead: the layers above it up to the head are kept but frozen.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class Selection:
 
     @property
     def frozen_layers(self) -> tuple[int, ...]:
-        """Kept layers that do not train (below the window)."""
+        """Kept layers that do not train (below the window, and above it up to the head)."""
         return tuple(layer for layer in range(1, self.head_layer + 1) if layer not in self.tuned_layers)
 
 
@@ -59,6 +61,8 @@ def select_layers(cfg: SelectConfig, num_layers: int, scores: list[float] | None
         if not 1 <= head <= num_layers:
             raise ConfigError(f"select.head_layer={head} is outside 1..{num_layers}")
         rule = "manual"
+        if cfg.last_tuned_layer is not None:
+            return Selection(head, window(int(cfg.last_tuned_layer), cfg.k), num_layers, rule=f"manual, window ends at {cfg.last_tuned_layer}")
     else:
         if scores is None:
             raise ConfigError("select=variability needs a variability scan (stage=scan or stage=all)")

@@ -48,9 +48,11 @@ def freeze_all(module: nn.Module) -> None:
 
 
 def frozen_modules(backbone: nn.Module, tuned_layers: tuple[int, ...], tune_embeddings: bool) -> list[nn.Module]:
-    """Modules below the window: they run in eval mode (no dropout), so their outputs are fixed."""
+    """Modules that do not train: they run in eval mode (no dropout). Those below the window give
+    fixed outputs (the frozen prefix); kept layers above it (select.last_tuned_layer) run after the
+    window and pass its gradient down."""
     layers = find_layers(backbone)[2]
-    frozen = [layers[index - 1] for index in range(1, min(tuned_layers))]
+    frozen = [layers[index - 1] for index in range(1, len(layers) + 1) if index not in tuned_layers]
     if not tune_embeddings:
         frozen.insert(0, embeddings_of(backbone))
     return frozen

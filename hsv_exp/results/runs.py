@@ -218,14 +218,18 @@ def _condition_key(info: dict) -> tuple[str, str, str, str, str]:
                   if info.get(key, default) != default]
         extras += [f"{name}={scan[key]}" for key, name in (("max_examples", "n"), ("majority_fraction", "majority"))
                    if scan.get(key) is not None]
+        extras += ["distinct classes"] if (config.get("task") or {}).get("regression_classes", "round") != "round" else []
         select += f" ({', '.join(map(str, extras))})" if extras else ""
         rule = str(info.get("rule", "argmin"))
         tolerance = (config.get("select") or {}).get("tolerance")
         rule += f" {tolerance}" if rule == "tolerance" and tolerance is not None else ""
     elif select == "manual":
         select += f" ℓ={info.get('head_layer')}"
+        last_tuned = (config.get("select") or {}).get("last_tuned_layer")
+        select += f" window to {last_tuned}" if last_tuned is not None else ""
     k = "—" if select == "all" else str(info.get("k"))
-    return str(info.get("model")), str(info.get("tuning")), select, rule, k
+    head = (config.get("model") or {}).get("head", "linear")  # model.head; runs before it had the linear head
+    return str(info.get("model")) + ("" if head == "linear" else f" ({head} head)"), str(info.get("tuning")), select, rule, k
 
 
 def condition_notes(condition: Condition) -> list[str]:
