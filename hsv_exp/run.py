@@ -31,7 +31,7 @@ from hsv_exp.selection import Selection, select_layers
 from hsv_exp.tracking import make_tracker
 from hsv_exp.train import TrainResult, pick_device, train
 from hsv_exp.truncation import Truncated, truncate_model
-from hsv_exp.tuning import apply_method
+from hsv_exp.tuning import TRAINERS, apply_method
 
 log = logging.getLogger("hsv_exp")
 
@@ -138,7 +138,8 @@ def train_stage(ctx: RunContext, model: LayerClassifier, tokenizer, data: RunDat
     eval_encoded = {name: data_lib.encode(tokenizer, split, cfg.train.max_length) for name, split in data.eval_splits.items()}
     started = time.perf_counter()
     train_cfg = replace(cfg.train, lr=cfg.tuning.lr or cfg.train.lr)
-    result = train(model, train_encoded, eval_encoded, data.task, train_cfg, cfg.seed, tokenizer.pad_token_id,
+    trainer = TRAINERS.get(cfg.tuning.name, train)  # tuning=linear_probe: a closed-form fit instead of SGD
+    result = trainer(model, train_encoded, eval_encoded, data.task, train_cfg, cfg.seed, tokenizer.pad_token_id,
                    run_dir=ctx.run_dir, log=ctx.tracker.log, progress=sys.stderr.isatty())
     return result, train_encoded, time.perf_counter() - started
 

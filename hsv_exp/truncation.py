@@ -48,9 +48,10 @@ def freeze_all(module: nn.Module) -> None:
 
 
 def frozen_modules(backbone: nn.Module, tuned_layers: tuple[int, ...], tune_embeddings: bool) -> list[nn.Module]:
-    """Modules below the window: they run in eval mode (no dropout), so their outputs are fixed."""
+    """Modules below the window: they run in eval mode (no dropout), so their outputs are fixed.
+    An empty window (head-only methods) freezes every kept layer."""
     layers = find_layers(backbone)[2]
-    frozen = [layers[index - 1] for index in range(1, min(tuned_layers))]
+    frozen = [layers[index - 1] for index in range(1, min(tuned_layers, default=len(layers) + 1))]
     if not tune_embeddings:
         frozen.insert(0, embeddings_of(backbone))
     return frozen
