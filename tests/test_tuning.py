@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModel
 
 from hsv_exp.classifier import LayerClassifier
 from hsv_exp.truncation import truncate
-from hsv_exp.config import SelectConfig, TuningConfig
+from hsv_exp.config import HEAD_ONLY_METHODS, SelectConfig, TuningConfig
 from hsv_exp.errors import ConfigError
 from hsv_exp.selection import select_layers
 from hsv_exp.tuning import METHODS
@@ -67,7 +67,9 @@ def one_thread():
 
 
 def tuning_config(method: str, **overrides) -> TuningConfig:
-    node = OmegaConf.merge(OmegaConf.structured(TuningConfig), OmegaConf.load(CONF / f"{method}.yaml"), overrides)
+    node = OmegaConf.load(CONF / f"{method}.yaml")
+    node = node.tuning if "tuning" in node else node  # head-only methods' configs are global (they set select.k=0)
+    node = OmegaConf.merge(OmegaConf.structured(TuningConfig), node, overrides)
     return OmegaConf.to_object(node)
 
 
@@ -150,8 +152,9 @@ def expected_trainable(model: LayerClassifier, arch: str, method: str, cfg: Tuni
 
 
 def cases(archs=tuple(ARCHS)):
+    """Methods that tune a window (the head-only ones: tests/test_probe_tuning.py)."""
     return [(method, arch) for method in METHODS for arch in archs
-            if not (arch not in PREFIX_ARCHS and method in ("prefix", "mam"))]
+            if not (arch not in PREFIX_ARCHS and method in ("prefix", "mam")) and method not in HEAD_ONLY_METHODS]
 
 
 @pytest.mark.parametrize("select", list(SELECTS))
