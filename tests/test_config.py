@@ -198,6 +198,7 @@ BAD_VALUES = [
     (["select.k=0"], "select.k=0 (an empty window) trains only the head: use tuning=probe or tuning=linear_probe, not tuning=full"),
     (["tuning=probe", "select.k=1"], "tuning=probe trains only the head: it needs select.k=0, got select.k=1"),
     (["tuning=linear_probe", "select=all"], "tuning=linear_probe trains only the head: select=all does not apply"),
+    (["tuning=full", "+condition=probe"], "select.k=0 (an empty window) trains only the head: use tuning=probe or tuning=linear_probe, not tuning=full"),
     (["metric.pooling=max"], "metric.pooling must be mean or cls, got max"),
     (["task=rte", "task.max_train_examples=1"], "task.max_train_examples must be >= the number of classes (2), got 1"),
     (["task=mnli", "task.max_train_examples=2"], "task.max_train_examples must be >= the number of classes (3), got 2"),
@@ -236,6 +237,14 @@ def test_options_a_method_or_task_does_not_read_are_not_checked(overrides):
 
 
 # ---------------------------------------------------------------- run dir names
+def test_head_only_methods_set_the_empty_window():
+    for overrides in (["tuning=probe"], ["tuning=linear_probe"], ["+condition=probe"], ["tuning=linear_probe", "+condition=probe"]):
+        cfg = objects(*overrides)
+        assert cfg.select.k == 0 and cfg.tuning.name in ("probe", "linear_probe"), overrides
+    assert objects("+condition=probe").select.name == "variability"
+    assert objects("tuning=probe").tuning.lr == 1e-3
+
+
 def test_run_dirname():
     assert run_dirname("") == "default"
     assert run_dirname("select.k=3,task=rte") == "select.k=3,task=rte"
