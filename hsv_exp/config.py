@@ -319,6 +319,11 @@ class Config:
             checks.check(self.select.name != "all", f"tuning={self.tuning.name} trains only the head: select=all does not apply")
             checks.check(self.select.k == 0, f"tuning={self.tuning.name} trains only the head: it needs select.k=0, "
                                               f"got select.k={self.select.k}")
+            # a head stage before a head-only run, or MVCR's autoencoders on a window that does not exist
+            checks.check(self.head_init.name == "random", f"tuning={self.tuning.name} trains only the head: "
+                                                            f"head_init={self.head_init.name} does not apply")
+            checks.check(self.regularizer.name == "none", f"tuning={self.tuning.name} trains only the head: "
+                                                            f"regularizer={self.regularizer.name} needs a tuned window")
         elif self.select.k == 0 and self.select.name != "all":
             raise ConfigError(f"select.k=0 (an empty window) trains only the head: use tuning=probe or tuning=linear_probe, "
                               f"not tuning={self.tuning.name}")

@@ -198,6 +198,8 @@ BAD_VALUES = [
     (["select.k=0"], "select.k=0 (an empty window) trains only the head: use tuning=probe or tuning=linear_probe, not tuning=full"),
     (["tuning=probe", "select.k=1"], "tuning=probe trains only the head: it needs select.k=0, got select.k=1"),
     (["tuning=linear_probe", "select=all"], "tuning=linear_probe trains only the head: select=all does not apply"),
+    (["tuning=probe", "head_init=lpft"], "tuning=probe trains only the head: head_init=lpft does not apply"),
+    (["tuning=linear_probe", "regularizer=mvcr"], "tuning=linear_probe trains only the head: regularizer=mvcr needs a tuned window"),
     (["tuning=full", "+condition=probe"], "select.k=0 (an empty window) trains only the head: use tuning=probe or tuning=linear_probe, not tuning=full"),
     (["metric.pooling=max"], "metric.pooling must be mean or cls, got max"),
     (["task=rte", "task.max_train_examples=1"], "task.max_train_examples must be >= the number of classes (2), got 1"),
