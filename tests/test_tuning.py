@@ -15,9 +15,9 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModel
 
+from hsv_exp.api import method_config
 from hsv_exp.classifier import LayerClassifier
 from hsv_exp.truncation import truncate
 from hsv_exp.config import HEAD_ONLY_METHODS, SelectConfig, TuningConfig
@@ -67,10 +67,7 @@ def one_thread():
 
 
 def tuning_config(method: str, **overrides) -> TuningConfig:
-    node = OmegaConf.load(CONF / f"{method}.yaml")
-    node = node.tuning if "tuning" in node else node  # head-only methods' configs are global (they set select.k=0)
-    node = OmegaConf.merge(OmegaConf.structured(TuningConfig), node, overrides)
-    return OmegaConf.to_object(node)
+    return method_config(method, **overrides)
 
 
 @functools.cache
