@@ -122,8 +122,10 @@ def task_configs(task: str, options: Options) -> tuple[TaskConfig, TrainConfig]:
 
 
 def tuning_config(name: str) -> TuningConfig:
-    """conf/tuning/<name>.yaml merged over TuningConfig."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TuningConfig), OmegaConf.load(CONF / "tuning" / f"{name}.yaml")))
+    """conf/tuning/<name>.yaml merged over TuningConfig (hsv_exp.api.method_config)."""
+    from hsv_exp.api import method_config
+
+    return method_config(name)
 
 
 @dataclass

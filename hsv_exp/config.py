@@ -24,7 +24,11 @@ from hsv_exp.glue_metrics import METRICS as TASK_METRICS
 
 # The tuning methods, in the registry's order. Only names here: hsv_exp.tuning (which imports torch,
 # transformers and PEFT) holds the implementations and asserts at import that its names are these.
-TUNING_METHODS = ("full", "adapter", "pfeiffer", "parallel_adapter", "scaled_pa", "mam", "prefix", "lora", "bitfit")
+TUNING_METHODS = ("full", "adapter", "pfeiffer", "parallel_adapter", "scaled_pa", "mam", "prefix", "lora", "bitfit",
+                  "probe", "linear_probe")
+# Methods that train only the head, on an empty window (select.k=0): the whole kept encoder is a
+# frozen prefix. probe: the head by SGD through the frozen cache; linear_probe: a closed-form fit.
+HEAD_ONLY_METHODS = ("probe", "linear_probe")
 # Methods by the options they read (the method-specific checks below).
 ADAPTER_METHODS = ("adapter", "pfeiffer", "parallel_adapter", "scaled_pa", "mam")
 SCALED_METHODS = ("parallel_adapter", "scaled_pa", "mam")  # the parallel adapter's output scale
@@ -155,7 +159,7 @@ class ScanConfig:
 @dataclass
 class SelectConfig:
     name: str = "variability"  # variability | top | all | manual
-    k: int = 2  # number of tuned layers: the window is the k layers ending at the head layer
+    k: int = 2  # number of tuned layers: the window is the k layers ending at the head layer (0: head-only methods)
     rule: str = "argmin"  # variability only: argmin | tolerance
     tolerance: float = 0.05  # rule=tolerance: earliest layer with nu <= (1 + tolerance) * min nu
     head_layer: Optional[int] = None  # manual only
@@ -168,8 +172,8 @@ class SelectConfig:
             raise ConfigError(f"select.name must be variability|top|all|manual, got {self.name}")
         if self.rule not in ("argmin", "tolerance"):
             raise ConfigError(f"select.rule must be argmin or tolerance, got {self.rule}")
-        if self.k < 1:
-            raise ConfigError(f"select.k must be >= 1, got {self.k}")
+        if self.k < 0:
+            raise ConfigError(f"select.k must be >= 0 (0 = the head alone: tuning=probe|linear_probe), got {self.k}")
         if self.name == "manual" and self.head_layer is None:
             raise ConfigError("select=manual needs select.head_layer")
         checks.check(self.tolerance >= 0, f"select.tolerance must be >= 0, got {self.tolerance}")
@@ -186,7 +190,7 @@ class TuningConfig:
     """One schema for every method: He et al.'s unified view describes them all by the same
     few design dimensions (where the modification sits, how it composes, its size, its scale)."""
 
-    name: str = "full"  # full | adapter | pfeiffer | parallel_adapter | scaled_pa | mam | lora | prefix | bitfit
+    name: str = "full"  # full | adapter | pfeiffer | parallel_adapter | scaled_pa | mam | lora | prefix | bitfit | probe | linear_probe
     bottleneck: int = 64  # adapters: bottleneck width (the paper uses 256 for large models)
     scale: float = 1.0  # parallel adapters: output scale s (scaled_pa uses 4.0)
     prefix_length: int = 16  # prefix / mam: number of prefix vectors per layer
@@ -303,6 +307,23 @@ class Config:
         if self.stage not in ("scan", "train", "all"):
             raise ConfigError(f"stage must be scan|train|all, got {self.stage}")
         stage_epochs(self.head_init, self.train.epochs)  # stage 2 of a head_init must get epochs
+        self._check_window()
+
+    def _check_window(self) -> None:
+        """An empty window (select.k=0) and a head-only method go together; select=all tunes every layer."""
+        head_only = self.tuning.name in HEAD_ONLY_METHODS
+        if head_only:
+            checks.check(self.select.name != "all", f"tuning={self.tuning.name} trains only the head: select=all does not apply")
+            checks.check(self.select.k == 0, f"tuning={self.tuning.name} trains only the head: it needs select.k=0, "
+                                              f"got select.k={self.select.k}")
+            # a head stage before a head-only run, or MVCR's autoencoders on a window that does not exist
+            checks.check(self.head_init.name == "random", f"tuning={self.tuning.name} trains only the head: "
+                                                            f"head_init={self.head_init.name} does not apply")
+            checks.check(self.regularizer.name == "none", f"tuning={self.tuning.name} trains only the head: "
+                                                            f"regularizer={self.regularizer.name} needs a tuned window")
+        elif self.select.k == 0 and self.select.name != "all":
+            raise ConfigError(f"select.k=0 (an empty window) trains only the head: use tuning=probe or tuning=linear_probe, "
+                              f"not tuning={self.tuning.name}")
 
 
 # The schema-bound forms of hsv_exp.config_keys that every caller uses.

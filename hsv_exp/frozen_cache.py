@@ -59,18 +59,21 @@ def has_frozen_prefix(model) -> bool:
 
 def prefix_states(model, inputs: dict) -> torch.Tensor:
     """(batch, seq, d) input of the first window layer; no autograd state is kept."""
-    first_window = min(model.selection.tuned_layers)
-    frozen = list(model.layers)[: first_window - 1]
+    frozen = list(model.layers)[: model.selection.first_tuned - 1]
     with torch.inference_mode(), swapped(model.backbone, frozen):
         return model.backbone(**encoder_inputs(inputs, model._accepts)).last_hidden_state
 
 
 def window_logits(model, inputs: dict, states: torch.Tensor) -> torch.Tensor:
-    """Logits from the window layers + head, given the prefix's output `states`."""
-    first_window = min(model.selection.tuned_layers)
-    window = list(model.layers)[first_window - 1:]
-    with swapped(model.backbone, window, states.clone() if states.is_inference() else states):
-        hidden = model.backbone(**encoder_inputs(inputs, model._accepts)).last_hidden_state
+    """Logits from the window layers + head, given the prefix's output `states`. An empty window
+    (head-only methods): the prefix's output is the head layer's, so only the head runs."""
+    window = list(model.layers)[model.selection.first_tuned - 1:]
+    states = states.clone() if states.is_inference() else states
+    if not window:
+        hidden = states
+    else:
+        with swapped(model.backbone, window, states):
+            hidden = model.backbone(**encoder_inputs(inputs, model._accepts)).last_hidden_state
     return model.classify(model.pool(hidden, inputs["attention_mask"], inputs.get("special_tokens_mask")))
 
 

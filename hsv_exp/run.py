@@ -34,7 +34,7 @@ from hsv_exp.selection import Selection, select_layers
 from hsv_exp.tracking import make_tracker
 from hsv_exp.train import TrainResult, pick_device, train
 from hsv_exp.truncation import Truncated, truncate_model
-from hsv_exp.tuning import apply_method
+from hsv_exp.tuning import TRAINERS, apply_method
 
 log = logging.getLogger("hsv_exp")
 
@@ -157,8 +157,9 @@ def train_stage(ctx: RunContext, truncated: Truncated, selection: Selection, tok
     started = time.perf_counter()
     if not cfg.head_init.enabled:
         model = build_model(cfg, data.task, truncated, selection)
-        result = train(model, train_encoded, eval_encoded, data.task, train_cfg, cfg.seed, tokenizer.pad_token_id,
-                       log=ctx.tracker.log, precision=precision, **common)
+        trainer = TRAINERS.get(cfg.tuning.name, train)  # tuning=linear_probe: a closed-form fit instead of SGD
+        result = trainer(model, train_encoded, eval_encoded, data.task, train_cfg, cfg.seed, tokenizer.pad_token_id,
+                         log=ctx.tracker.log, precision=precision, **common)
         return Trained(model, result, result.history, train_encoded, time.perf_counter() - started)
     build = lambda chosen: LayerClassifier(copy.deepcopy(truncated.encoder), chosen, data.task.num_labels,  # noqa: E731
                                            cfg.metric.pooling, cfg.train.dropout, cfg.model.head)

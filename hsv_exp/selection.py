@@ -1,7 +1,9 @@
 """Per-layer scores -> which layer gets the classifier and which layers are tuned.
 
 Layers are numbered as in the paper: 0 is the embedding output, 1..L the transformer layers.
-The tuned window is the k layers ending at the head layer: head-k+1 .. head. A head chosen by
+The tuned window is the k layers ending at the head layer: head-k+1 .. head; k = 0 is the empty
+window of the head-only methods (tuning=probe, linear_probe): every kept layer is a frozen prefix
+and only the head trains. A head chosen by
 the user (top, manual) with k > head is a config error; a head chosen by variability can land
 below k, and then the window is every layer up to it (1 .. head), with a warning.
 select=manual with select.last_tuned_layer (the official code's --last_finetune_layer) ends the
@@ -27,6 +29,11 @@ class Selection:
     tune_embeddings: bool = False  # only select=all trains the embeddings
     rule: str = ""  # how the head layer was chosen, for logs
     scores: tuple[float, ...] = field(default=(), compare=False)  # nu(0..L) when a scan ran
+
+    @property
+    def first_tuned(self) -> int:
+        """The lowest tuned layer; head_layer + 1 for an empty window (the whole encoder is frozen)."""
+        return min(self.tuned_layers, default=self.head_layer + 1)
 
     @property
     def frozen_layers(self) -> tuple[int, ...]:

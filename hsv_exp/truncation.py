@@ -50,7 +50,7 @@ def freeze_all(module: nn.Module) -> None:
 def frozen_modules(backbone: nn.Module, tuned_layers: tuple[int, ...], tune_embeddings: bool) -> list[nn.Module]:
     """Modules that do not train: they run in eval mode (no dropout). Those below the window give
     fixed outputs (the frozen prefix); kept layers above it (select.last_tuned_layer) run after the
-    window and pass its gradient down."""
+    window and pass its gradient down. An empty window (head-only methods) freezes every kept layer."""
     layers = find_layers(backbone)[2]
     frozen = [layers[index - 1] for index in range(1, len(layers) + 1) if index not in tuned_layers]
     if not tune_embeddings:

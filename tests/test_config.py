@@ -194,6 +194,13 @@ BAD_VALUES = [
     (["select=variability", "select.rule=tolerance", "select.tolerance=-0.05"], "select.tolerance must be >= 0, got -0.05"),
     (["select=manual"], "select=manual needs select.head_layer"),
     (["select=manual", "select.head_layer=0"], "select.head_layer must be >= 1, got 0"),
+    (["select.k=-1"], "select.k must be >= 0 (0 = the head alone: tuning=probe|linear_probe), got -1"),
+    (["select.k=0"], "select.k=0 (an empty window) trains only the head: use tuning=probe or tuning=linear_probe, not tuning=full"),
+    (["tuning=probe", "select.k=1"], "tuning=probe trains only the head: it needs select.k=0, got select.k=1"),
+    (["tuning=linear_probe", "select=all"], "tuning=linear_probe trains only the head: select=all does not apply"),
+    (["tuning=probe", "head_init=lpft"], "tuning=probe trains only the head: head_init=lpft does not apply"),
+    (["tuning=linear_probe", "regularizer=mvcr"], "tuning=linear_probe trains only the head: regularizer=mvcr needs a tuned window"),
+    (["tuning=full", "+condition=probe"], "select.k=0 (an empty window) trains only the head: use tuning=probe or tuning=linear_probe, not tuning=full"),
     (["metric.pooling=max"], "metric.pooling must be mean or cls, got max"),
     (["task=rte", "task.max_train_examples=1"], "task.max_train_examples must be >= the number of classes (2), got 1"),
     (["task=mnli", "task.max_train_examples=2"], "task.max_train_examples must be >= the number of classes (3), got 2"),
@@ -232,6 +239,14 @@ def test_options_a_method_or_task_does_not_read_are_not_checked(overrides):
 
 
 # ---------------------------------------------------------------- run dir names
+def test_head_only_methods_set_the_empty_window():
+    for overrides in (["tuning=probe"], ["tuning=linear_probe"], ["+condition=probe"], ["tuning=linear_probe", "+condition=probe"]):
+        cfg = objects(*overrides)
+        assert cfg.select.k == 0 and cfg.tuning.name in ("probe", "linear_probe"), overrides
+    assert objects("+condition=probe").select.name == "variability"
+    assert objects("tuning=probe").tuning.lr == 1e-3
+
+
 def test_run_dirname():
     assert run_dirname("") == "default"
     assert run_dirname("select.k=3,task=rte") == "select.k=3,task=rte"

@@ -15,12 +15,12 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModel
 
+from hsv_exp.api import method_config
 from hsv_exp.classifier import LayerClassifier
 from hsv_exp.truncation import truncate
-from hsv_exp.config import SelectConfig, TuningConfig
+from hsv_exp.config import HEAD_ONLY_METHODS, SelectConfig, TuningConfig
 from hsv_exp.errors import ConfigError
 from hsv_exp.selection import select_layers
 from hsv_exp.tuning import METHODS
@@ -67,8 +67,7 @@ def one_thread():
 
 
 def tuning_config(method: str, **overrides) -> TuningConfig:
-    node = OmegaConf.merge(OmegaConf.structured(TuningConfig), OmegaConf.load(CONF / f"{method}.yaml"), overrides)
-    return OmegaConf.to_object(node)
+    return method_config(method, **overrides)
 
 
 @functools.cache
@@ -150,8 +149,9 @@ def expected_trainable(model: LayerClassifier, arch: str, method: str, cfg: Tuni
 
 
 def cases(archs=tuple(ARCHS)):
+    """Methods that tune a window (the head-only ones: tests/test_probe_tuning.py)."""
     return [(method, arch) for method in METHODS for arch in archs
-            if not (arch not in PREFIX_ARCHS and method in ("prefix", "mam"))]
+            if not (arch not in PREFIX_ARCHS and method in ("prefix", "mam")) and method not in HEAD_ONLY_METHODS]
 
 
 @pytest.mark.parametrize("select", list(SELECTS))

@@ -15,7 +15,7 @@ building a config does not import torch); the registry asserts at import that th
 from __future__ import annotations
 
 from hsv_exp.config import TUNING_METHODS
-from hsv_exp.tuning import adapter, bitfit, full, lora, mam, prefix
+from hsv_exp.tuning import adapter, bitfit, full, linear_probe, lora, mam, prefix, probe
 
 METHODS = {
     "full": full.apply,
@@ -27,6 +27,8 @@ METHODS = {
     "prefix": prefix.apply,
     "lora": lora.apply,
     "bitfit": bitfit.apply,
+    "probe": probe.apply,  # the head alone (select.k=0), by SGD through the frozen cache
+    "linear_probe": linear_probe.apply,  # the head alone, fitted in closed form (TRAINERS below)
 }
 assert tuple(METHODS) == TUNING_METHODS, f"config.TUNING_METHODS {TUNING_METHODS} != the registry's {tuple(METHODS)}"
 
@@ -41,6 +43,8 @@ PER_TOKEN_PREFIXES = {
     "mam": (adapter.PARAMETER_PREFIX,),
     "lora": (lora.PARAMETER_PREFIX,),
 }
+# Methods that replace the SGD loop (hsv_exp.train.train) by their own fit, with its signature.
+TRAINERS = {"linear_probe": linear_probe.fit}
 # Methods that prepend tuning.prefix_length keys and values to each window layer's attention.
 PREFIX_KEY_METHODS = ("prefix", "mam")
 
