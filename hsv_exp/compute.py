@@ -35,7 +35,9 @@ def accounting(selection: Selection, hidden: int, intermediate: int, seq_len: fl
     num_tuned = len(selection.tuned_layers)
     extra = 2.0 * injected_params + num_tuned * 4.0 * prefix_keys * hidden
     forward = selection.head_layer * layer + extra
-    above = selection.head_layer - max(selection.tuned_layers)  # frozen, but gradients pass through them
+    # Kept layers above the window (select.last_tuned_layer) are frozen, but gradients pass through
+    # them; an empty window (head-only methods) sends no gradient into the encoder at all.
+    above = selection.head_layer - max(selection.tuned_layers) if selection.tuned_layers else 0
     backward = (num_tuned * (2.0 if full_layer_weights_train else 1.0) + above) * layer + 2.0 * extra
     # With the frozen-prefix cache, epochs after the first skip the layers below the window.
     forward_cached = (num_tuned + above) * layer + extra

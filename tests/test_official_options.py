@@ -104,7 +104,8 @@ def test_a_window_below_the_head_is_selected():
      "select.last_tuned_layer must be in select.k..select.head_layer (1..3) so the window stays inside layers 1..head, got 4"),
     (["select.head_layer=3", "select.k=2", "select.last_tuned_layer=1"],
      "select.last_tuned_layer must be in select.k..select.head_layer (2..3) so the window stays inside layers 1..head, got 1"),
-    (["select.head_layer=3", "select.k=0", "select.last_tuned_layer=2"], "select.k must be >= 1, got 0"),
+    (["select.head_layer=3", "select.k=0", "select.last_tuned_layer=2"],
+     "select.k=0 (an empty window) trains only the head: use tuning=probe or tuning=linear_probe, not tuning=full"),
 ])
 def test_a_manual_window_outside_the_kept_layers_fails_at_compose(overrides, line):
     with pytest.raises(ConfigError) as info:
