@@ -306,6 +306,10 @@ class Config:
         if self.stage not in ("scan", "train", "all"):
             raise ConfigError(f"stage must be scan|train|all, got {self.stage}")
         stage_epochs(self.head_init, self.train.epochs)  # stage 2 of a head_init must get epochs
+        if self.regularizer.name == "mvcr" and self.regularizer.warmup_epochs >= stage_epochs(self.head_init, self.train.epochs)[1]:
+            raise ConfigError(f"regularizer.warmup_epochs={self.regularizer.warmup_epochs} AE-only epochs leave none of the "
+                              f"{stage_epochs(self.head_init, self.train.epochs)[1]} fine-tuning epochs (train.epochs, less "
+                              f"head_init's) for training: raise train.epochs or lower regularizer.warmup_epochs")
 
 
 def keys_marked(marker: dict, schema: type = None, prefix: str = "") -> tuple[str, ...]:

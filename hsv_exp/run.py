@@ -23,7 +23,7 @@ from hsv_exp import data as data_lib
 from hsv_exp import run_dir as run_dir_lib
 from hsv_exp.backbone import load_backbone, load_tokenizer, num_layers
 from hsv_exp.classifier import LayerClassifier
-from hsv_exp.compute import model_accounting
+from hsv_exp.compute import model_accounting, with_regularizer
 from hsv_exp.config import Config
 from hsv_exp.run_dir import config_fingerprint, identity, semantic_config  # noqa: F401  (semantic_config, identity: also imported from here)
 from hsv_exp.scan import print_scan, run_scan
@@ -139,7 +139,7 @@ def train_stage(ctx: RunContext, model: LayerClassifier, tokenizer, data: RunDat
     started = time.perf_counter()
     train_cfg = replace(cfg.train, lr=cfg.tuning.lr or cfg.train.lr)
     result = train(model, train_encoded, eval_encoded, data.task, train_cfg, cfg.seed, tokenizer.pad_token_id,
-                   run_dir=ctx.run_dir, log=ctx.tracker.log, progress=sys.stderr.isatty())
+                   run_dir=ctx.run_dir, log=ctx.tracker.log, progress=sys.stderr.isatty(), regularizer=cfg.regularizer)
     return result, train_encoded, time.perf_counter() - started
 
 
@@ -148,7 +148,7 @@ def record(ctx: RunContext, selection: Selection, truncated: Truncated, model: L
     """The record stage: metrics.json (scores, compute, parameters), the registry entry, checkpoint clean-up."""
     cfg = ctx.cfg
     mean_len = float(np.mean([len(feature["input_ids"]) for feature in train_encoded.features]))
-    compute = model_accounting(model, selection, truncated, cfg.tuning, mean_len)
+    compute = with_regularizer(model_accounting(model, selection, truncated, cfg.tuning, mean_len), result.regularizer)
     compute.update({"train_time_s": result.train_time_s, "train_wall_s": wall, "epoch_times_s": result.epoch_times_s,
                     "peak_memory_mb": result.peak_memory_mb, "device": str(ctx.device)})
     main_key = f"{cfg.task.eval_splits[0]}/{cfg.task.main_metric}"
