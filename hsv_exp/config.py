@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 
 from hsv_exp.errors import ConfigError
-from hsv_exp.strategy_config import HeadInitConfig, RegularizerConfig, stage_epochs
+from hsv_exp.strategy_config import HeadInitConfig, RegularizerConfig, ae_only_epochs, stage_epochs
 from hsv_exp import value_checks as checks
 from hsv_exp.glue_metrics import METRICS as TASK_METRICS
 
@@ -306,10 +306,7 @@ class Config:
         if self.stage not in ("scan", "train", "all"):
             raise ConfigError(f"stage must be scan|train|all, got {self.stage}")
         stage_epochs(self.head_init, self.train.epochs)  # stage 2 of a head_init must get epochs
-        if self.regularizer.name == "mvcr" and self.regularizer.warmup_epochs >= stage_epochs(self.head_init, self.train.epochs)[1]:
-            raise ConfigError(f"regularizer.warmup_epochs={self.regularizer.warmup_epochs} AE-only epochs leave none of the "
-                              f"{stage_epochs(self.head_init, self.train.epochs)[1]} fine-tuning epochs (train.epochs, less "
-                              f"head_init's) for training: raise train.epochs or lower regularizer.warmup_epochs")
+        ae_only_epochs(self.regularizer, stage_epochs(self.head_init, self.train.epochs)[1])  # MVCR must leave joint epochs
 
 
 def keys_marked(marker: dict, schema: type = None, prefix: str = "") -> tuple[str, ...]:

@@ -5,7 +5,7 @@ a generator seeded with (seed, e), so a resumed run replays exactly the batches 
 
 With a regularizer (`regularizer=mvcr`, hsv_exp/regularizers/) it is attached after the model is on
 its device, replaces `loss.backward()` and steps its own modules every step, travels in the
-checkpoint, and is removed when training ends. MVCR's `warmup_epochs` AE-only epochs count inside
+checkpoint, and is removed when training ends. MVCR's AE-only epochs (`ae_only_epochs`) count inside
 train.epochs, as the authors': only the AEs step, the task scheduler's steps and warm-up ratio
 cover the remaining (joint) epochs, and the AE-only epochs are not evaluated (the model does not
 change), so they are never the best epoch.
@@ -31,10 +31,9 @@ from hsv_exp import regularizers
 from hsv_exp.frozen_cache import build_cache, has_frozen_prefix, split_forward, window_logits
 from hsv_exp.config import TaskConfig, TrainConfig
 from hsv_exp.data import Collator, Encoded, length_order
-from hsv_exp.errors import ConfigError
 from hsv_exp.precision import Precision, resolve
 from hsv_exp.regularizers.mvcr import extra_train_flops_per_token
-from hsv_exp.strategy_config import RegularizerConfig
+from hsv_exp.strategy_config import RegularizerConfig, ae_only_epochs
 from hsv_exp.tuning.state import trainable_state
 
 
@@ -171,18 +170,16 @@ def attach_regularizer(model, cfg: RegularizerConfig | None, train_cfg: TrainCon
     compute record. Its modules' init depends on `seed` only and leaves the global RNG as it was."""
     if cfg is None or cfg.name == "none":
         return None, 0, None
-    if cfg.warmup_epochs >= train_cfg.epochs:
-        raise ConfigError(f"regularizer.warmup_epochs={cfg.warmup_epochs} AE-only epochs leave none of "
-                          f"train.epochs={train_cfg.epochs} for fine-tuning: raise train.epochs or lower regularizer.warmup_epochs")
+    warmup = ae_only_epochs(cfg, train_cfg.epochs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         handle = regularizers.attach(model, cfg, train_cfg.lr)
     hidden = model.backbone.config.hidden_size
-    info = {"name": cfg.name, "layers": list(handle.layers), "warmup_epochs": cfg.warmup_epochs,
+    info = {"name": cfg.name, "layers": list(handle.layers), "warmup_epochs": warmup,
             "params": sum(parameter.numel() for parameter in handle.parameters()),
             "extra_train_flops_per_token": extra_train_flops_per_token(hidden, list(cfg.dims), len(handle.layers)),
             "extra_ae_only_flops_per_token": extra_train_flops_per_token(hidden, list(cfg.dims), len(handle.layers), ae_only=True)}
-    return handle, cfg.warmup_epochs, info
+    return handle, warmup, info
 
 
 def _step(model, batch, forward, optimizer, scheduler, cfg: TrainConfig, task: TaskConfig, device, precision: Precision,
@@ -230,10 +227,10 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
     device = pick_device(cfg.device)
     model.to(device)
     precision = precision or resolve(cfg.precision, device)
-    mvcr, ae_only_epochs, regularizer_info = attach_regularizer(model, regularizer, cfg, seed)
+    mvcr, ae_epochs, regularizer_info = attach_regularizer(model, regularizer, cfg, seed)
     collate = Collator(pad_token_id)
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
-    total_steps = steps_per_epoch * (cfg.epochs - ae_only_epochs)  # the task optimizer's steps
+    total_steps = steps_per_epoch * (cfg.epochs - ae_epochs)  # the task optimizer's steps
     optimizer = _optimizer(model, cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     main_key = f"{next(iter(eval_data))}/{task.main_metric}"
@@ -277,7 +274,7 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
         with ckpt.PreemptionHandler() as preemption:
             for epoch in range(start_epoch, cfg.epochs + 1):
                 model.train()
-                ae_only = epoch <= ae_only_epochs
+                ae_only = epoch <= ae_epochs
                 order = epoch_order(lengths, cfg.batch_size, seed, epoch, cfg.group_by_length)
                 epoch_started = time.perf_counter() - cache_seconds  # the cache is built once, billed to the first epoch run
                 cache_seconds = 0.0
