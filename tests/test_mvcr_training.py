@@ -83,7 +83,9 @@ def test_cli_mvcr_costs_training_flops_only_and_saves_the_plain_model(tmp_path, 
     common = [f"task.glue_dir={glue_dir}", f"tuning={tuning}", *select, "train.epochs=2"]
     plain, plain_saved = hsv(tmp_path / "plain", *common)
     ours, saved = hsv(tmp_path / "mvcr", *common, "regularizer=mvcr", *FAST)
-    compute, info = ours["compute"], ours["compute"]["regularizer"]
+    compute = ours["compute"]
+    info = {key.removeprefix("regularizer_"): value for key, value in compute.items() if key.startswith("regularizer_")}
+    assert compute["regularizer"] == "mvcr" and "regularizer" not in plain["compute"]
     lowest = min(ours["tuned_layers"]) - 1
     assert set(info["layers"]) <= {lowest, *ours["tuned_layers"]}
     if select[0] == "select=top":  # the default layers 2, 3, 4 include the frozen prefix's (cached) output
