@@ -126,3 +126,16 @@ def test_cli_mvcr_sigterm_at_a_random_step_then_resume_gives_identical_metrics(t
     theirs = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     assert ours["resumed_from"] is not None and theirs["history"][0]["phase"] == "ae_only"
     assert comparable(ours) == comparable(theirs), f"killed at step {kill_at}"
+
+
+@pytest.mark.parametrize("select,layers", [("manual", [1, 3]), ("all", [0, 2, 4])])  # manual: window 2, 3 of 4, layer 4 removed
+@pytest.mark.parametrize("method,arch", [("full", "distilbert"), ("lora", "deberta-v2"), ("prefix", "mpnet")])
+def test_mvcr_on_the_lowest_allowed_layer_with_the_other_selections(select, layers, method, arch):
+    model = build(arch, select, method)
+    hooks = hook_count(model)
+    cfg = TrainConfig(lr=1e-2, epochs=2, batch_size=8, precision="fp32")
+    result = train(model, toy_data(16, 0), {"dev": toy_data(8, 1)}, TASK, cfg, seed=0, pad_token_id=0, progress=False,
+                   regularizer=RegularizerConfig(name="mvcr", dims=[8], layers=layers, warmup_epochs=0))
+    assert result.regularizer["layers"] == layers
+    assert all(f"mvcr/recon_layer_{layer}" in record for layer in layers for record in result.history)
+    assert hook_count(model) == hooks
