@@ -88,3 +88,21 @@ def model_accounting(model, selection: Selection, truncated: Truncated, tuning, 
         "trainable_pct": 100.0 * trainable / truncated.full_params,
     })
     return compute
+
+
+def with_regularizer(compute: dict, regularizer: dict | None) -> dict:
+    """`compute` with a training-time regularizer's extra FLOPs per token (TrainResult.regularizer:
+    MVCR's HAEs, `mvcr.extra_train_flops_per_token`) added to the training figures of a joint step.
+    Inference is unchanged: the modules are removed after training. MVCR's AE-only warm-up steps cost
+    less (the encoder forward plus `extra_ae_only_flops_per_token`). The regularizer's record goes in
+    flat, as `regularizer` (its name) and `regularizer_<key>`, so runs.csv and W&B get one column each."""
+    if not regularizer:
+        return compute
+    extra = regularizer["extra_train_flops_per_token"]
+    train = compute["train_flops_per_token"] + extra
+    cached = compute["train_flops_per_token_cached"] + extra
+    full = compute["full_ft_train_flops_per_token"]
+    return {**compute, "train_flops_per_token": train, "train_flops_per_token_cached": cached,
+            "train_flops_fraction": train / full, "train_flops_saving_pct": 100.0 * (1 - train / full),
+            "train_flops_fraction_cached": cached / full,
+            **{"regularizer" if key == "name" else f"regularizer_{key}": value for key, value in regularizer.items()}}

@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 from hsv_exp import config_keys
 from hsv_exp.config_keys import EXECUTION, NOT_SEMANTIC, added_group, added_key, drop_keys  # noqa: F401 (re-exported)
 from hsv_exp.errors import ConfigError
-from hsv_exp.strategy_config import HeadInitConfig, RegularizerConfig, stage_epochs
+from hsv_exp.strategy_config import HeadInitConfig, RegularizerConfig, ae_only_epochs, stage_epochs
 from hsv_exp import value_checks as checks
 from hsv_exp.glue_metrics import METRICS as TASK_METRICS
 
@@ -306,7 +306,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.stage not in ("scan", "train", "all"):
             raise ConfigError(f"stage must be scan|train|all, got {self.stage}")
-        stage_epochs(self.head_init, self.train.epochs)  # stage 2 of a head_init must get epochs
+        _, fine_tuning_epochs = stage_epochs(self.head_init, self.train.epochs)  # stage 2 of a head_init must get epochs
+        ae_only_epochs(self.regularizer, fine_tuning_epochs)  # and MVCR's AE-only epochs must leave joint ones
         self._check_window()
 
     def _check_window(self) -> None:

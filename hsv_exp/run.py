@@ -25,7 +25,7 @@ from hsv_exp import head_init
 from hsv_exp import run_dir as run_dir_lib
 from hsv_exp.backbone import load_backbone, load_tokenizer, num_layers
 from hsv_exp.classifier import LayerClassifier
-from hsv_exp.compute import model_accounting
+from hsv_exp.compute import model_accounting, with_regularizer
 from hsv_exp.config import Config
 from hsv_exp.run_dir import config_fingerprint, identity, semantic_config  # noqa: F401  (semantic_config, identity: also imported from here)
 from hsv_exp.precision import resolve
@@ -153,20 +153,20 @@ def train_stage(ctx: RunContext, truncated: Truncated, selection: Selection, tok
     precision = resolve(cfg.train.precision, ctx.device)
     log.info("precision %s (train.precision=%s): %s", precision.name, cfg.train.precision, precision.reason)
     ctx.tracker.summary({"precision": precision.name})
-    common = dict(run_dir=ctx.run_dir, progress=sys.stderr.isatty())
+    common = dict(run_dir=ctx.run_dir, progress=sys.stderr.isatty(), precision=precision, regularizer=cfg.regularizer)
     started = time.perf_counter()
     if not cfg.head_init.enabled:
         model = build_model(cfg, data.task, truncated, selection)
         trainer = TRAINERS.get(cfg.tuning.name, train)  # tuning=linear_probe: a closed-form fit instead of SGD
         result = trainer(model, train_encoded, eval_encoded, data.task, train_cfg, cfg.seed, tokenizer.pad_token_id,
-                         log=ctx.tracker.log, precision=precision, **common)
+                         log=ctx.tracker.log, **common)
         return Trained(model, result, result.history, train_encoded, time.perf_counter() - started)
     build = lambda chosen: LayerClassifier(copy.deepcopy(truncated.encoder), chosen, data.task.num_labels,  # noqa: E731
                                            cfg.metric.pooling, cfg.train.dropout, cfg.model.head)
     chain = head_init.train_with_head_init(
         cfg.head_init, build, selection, lambda model: apply_method(model, cfg.tuning), train_encoded, eval_encoded,
-        data.task, train_cfg, cfg.seed, tokenizer.pad_token_id, log_fn=ctx.tracker.log, train_kwargs={"precision": precision},
-        **common)
+        data.task, train_cfg, cfg.seed, tokenizer.pad_token_id, log_fn=ctx.tracker.log, run_dir=ctx.run_dir,
+        progress=common["progress"], train_kwargs={key: common[key] for key in ("precision", "regularizer")})
     summary = {**{key: value for key, value in chain.head_init.summary().items() if key != "history"},  # it is in metrics' history
                "compute": head_init.compute_summary(chain, cfg.tuning, train_encoded, train_cfg)}
     return Trained(chain.model, chain.train, chain.history, train_encoded, time.perf_counter() - started, summary)
@@ -177,7 +177,7 @@ def record(ctx: RunContext, selection: Selection, truncated: Truncated, trained:
     """The record stage: metrics.json (scores, compute, parameters), the registry entry, checkpoint clean-up."""
     cfg, result = ctx.cfg, trained.result
     mean_len = float(np.mean([len(feature["input_ids"]) for feature in trained.train_encoded.features]))
-    compute = model_accounting(trained.model, selection, truncated, cfg.tuning, mean_len)
+    compute = with_regularizer(model_accounting(trained.model, selection, truncated, cfg.tuning, mean_len), result.regularizer)
     compute.update({"train_time_s": result.train_time_s, "train_wall_s": trained.wall_s, "epoch_times_s": result.epoch_times_s,
                     "peak_memory_mb": result.peak_memory_mb, "device": str(ctx.device), "precision": result.precision})
     if trained.head_init is not None:  # the run's training cost is both stages'

@@ -71,7 +71,8 @@ class RegularizerConfig:
     # hsv_exp layer numbers (0 = embeddings) whose output is perturbed; empty: the authors' 7, 9, 12 of 12 mapped
     layers: list[int] = field(default_factory=list)
     dims: list[int] = field(default_factory=lambda: [128, 256, 512])  # one HAE per width at each point
-    warmup_epochs: int = 4  # AE-only epochs; the authors: epochs 1-4 of 100 (run_ae.py num_pre_training_epoch = 5)
+    warmup_epochs: Optional[int] = None  # AE-only epochs (inside train.epochs); None = round(warmup_fraction x epochs)
+    warmup_fraction: float = 0.04  # the authors: epochs 1-4 of 100 AE-only (run_ae.py num_pre_training_epoch = 5)
     lr_multiplier: float = 50.0  # AE reconstruction lr = this x the task lr (run_ae.py: args.learning_rate * 50)
     noise_std: float = 0.002  # Gaussian noise added before the path choice (AE2TK)
     dropout: float = 0.2  # inside the HAEs (InfoBottle2, InfoBottleSub)
@@ -85,10 +86,26 @@ class RegularizerConfig:
             raise ConfigError(f"regularizer.dims must be even widths >= 2 (a sub-AE halves them), got {list(self.dims)}")
         if any(layer < 0 for layer in self.layers) or len(set(self.layers)) != len(self.layers):
             raise ConfigError(f"regularizer.layers must be distinct layer numbers >= 0, got {list(self.layers)}")
-        if self.warmup_epochs < 0:
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise ConfigError(f"regularizer.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"regularizer.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.lr_multiplier <= 0 or self.max_grad_norm <= 0:
             raise ConfigError("regularizer.lr_multiplier and regularizer.max_grad_norm must be > 0")
         if self.noise_std < 0 or not 0 <= self.dropout < 1:
             raise ConfigError(f"regularizer.noise_std must be >= 0 and regularizer.dropout in [0, 1), got "
                               f"{self.noise_std}, {self.dropout}")
+
+
+def ae_only_epochs(cfg: RegularizerConfig, epochs: int) -> int:
+    """MVCR's AE-only warm-up epochs out of the `epochs` it trains (train.epochs, less a head_init's
+    stage 1); ConfigError if none would be left for fine-tuning. 0 for regularizer=none.
+
+    Called at compose time (Config.__post_init__) and by hsv_exp.train."""
+    if cfg.name == "none":
+        return 0
+    first = cfg.warmup_epochs if cfg.warmup_epochs is not None else round(cfg.warmup_fraction * epochs)
+    if first >= epochs:
+        raise ConfigError(f"regularizer=mvcr takes {first} AE-only epochs of the {epochs} it trains (train.epochs, less "
+                          f"head_init's), leaving none for fine-tuning: raise train.epochs or lower regularizer.warmup_epochs")
+    return first

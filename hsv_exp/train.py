@@ -2,6 +2,13 @@
 
 Deterministic on CPU for a given seed: the example order of epoch e is a permutation drawn from
 a generator seeded with (seed, e), so a resumed run replays exactly the batches it had left.
+
+With a regularizer (`regularizer=mvcr`, hsv_exp/regularizers/) it is attached after the model is on
+its device, replaces `loss.backward()` and steps its own modules every step, travels in the
+checkpoint, and is removed when training ends. MVCR's AE-only epochs (`ae_only_epochs`) count inside
+train.epochs, as the authors': only the AEs step, the task scheduler's steps and warm-up ratio
+cover the remaining (joint) epochs, and the AE-only epochs are not evaluated (the model does not
+change), so they are never the best epoch.
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ from transformers import get_linear_schedule_with_warmup
 
 from hsv_exp import checkpoint as ckpt
 from hsv_exp import glue_metrics
+from hsv_exp import regularizers
 from hsv_exp.frozen_cache import build_cache, has_frozen_prefix, split_forward, window_logits
 from hsv_exp.config import TaskConfig, TrainConfig
 from hsv_exp.data import Collator, Encoded, length_order
 from hsv_exp.precision import Precision, resolve
+from hsv_exp.regularizers.mvcr import extra_train_flops_per_token
+from hsv_exp.strategy_config import RegularizerConfig, ae_only_epochs
 from hsv_exp.tuning.state import trainable_state
 
 
@@ -38,6 +48,7 @@ class TrainResult:
     cache: dict | None = None  # frozen-prefix cache: mode, size, build time
     precision: dict = field(default_factory=dict)  # Precision.describe() of the run
     resumed_from: dict | None = None
+    regularizer: dict | None = None  # what the regularizer added: its layers and extra FLOPs per token
 
 
 def pick_device(name: str) -> torch.device:
@@ -154,29 +165,78 @@ def _cached_forward(model, data: Encoded, cfg: TrainConfig, collate: Collator, d
     return forward, cache, time.perf_counter() - started
 
 
+def attach_regularizer(model, cfg: RegularizerConfig | None, train_cfg: TrainConfig, seed: int):
+    """The regularizer's handle on `model` (None for none), its AE-only epochs, and what it adds to the
+    compute record. Its modules' init depends on `seed` only and leaves the global RNG as it was."""
+    if cfg is None or cfg.name == "none":
+        return None, 0, None
+    warmup = ae_only_epochs(cfg, train_cfg.epochs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        handle = regularizers.attach(model, cfg, train_cfg.lr)
+    hidden = model.backbone.config.hidden_size
+    info = {"name": cfg.name, "layers": list(handle.layers), "warmup_epochs": warmup,
+            "params": sum(parameter.numel() for parameter in handle.parameters()),
+            "extra_train_flops_per_token": extra_train_flops_per_token(hidden, list(cfg.dims), len(handle.layers)),
+            "extra_ae_only_flops_per_token": extra_train_flops_per_token(hidden, list(cfg.dims), len(handle.layers), ae_only=True)}
+    return handle, warmup, info
+
+
+def _step(model, batch, forward, optimizer, scheduler, cfg: TrainConfig, task: TaskConfig, device, precision: Precision,
+          regularizer=None, ae_only: bool = False) -> tuple[float, dict[str, float]]:
+    """One training step -> (task loss, the regularizer's losses). With a regularizer, its backward
+    replaces loss.backward() and it steps after the task optimizer (`mvcr.reference_step`);
+    ae_only (MVCR's warm-up): the task optimizer and scheduler do not step."""
+    with precision.autocast():
+        logits = forward(batch)
+    loss = _loss(logits, batch["labels"].to(device), task.is_regression)
+    optimizer.zero_grad(set_to_none=True)
+    extra: dict[str, float] = {}
+    if regularizer is None:
+        loss.backward()
+    else:  # the AEs step at lr_multiplier x the task lr of this step (the unscheduled lr while AE-only)
+        task_lr = cfg.lr if ae_only else cfg.lr * scheduler.get_last_lr()[0] / scheduler.base_lrs[0]
+        extra = regularizer.backward(None if ae_only else loss)
+    if not ae_only:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+    if regularizer is not None:
+        regularizer.step(task_lr)
+    return loss.item(), extra
+
+
+def _best(history: list[dict], main_key: str) -> dict:
+    """The best evaluated epoch (AE-only epochs are not evaluated)."""
+    return max((record for record in history if main_key in record), key=lambda record: record[main_key])
+
+
 def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskConfig, cfg: TrainConfig, seed: int,
           pad_token_id: int, run_dir: Path | None = None, log=lambda metrics: None, progress: bool = True,
-          precision: Precision | None = None) -> TrainResult:
+          precision: Precision | None = None, regularizer: RegularizerConfig | None = None) -> TrainResult:
     """Train `model` in place; `eval_data` maps split name (dev, dev_matched, ...) to data.
 
     `precision` (None = resolve(cfg.precision, device)) sets the autocast of every forward pass;
-    the loss is taken in fp32 and the weights and AdamW state stay fp32.
+    the loss is taken in fp32 and the weights and AdamW state stay fp32. `regularizer`: attached
+    for training only (see the module docstring); the model comes back without it.
 
     With `run_dir`, a checkpoint is written to run_dir/checkpoint/last.pt at every epoch end and on
-    SIGTERM/SIGUSR2, and an existing one is resumed.
+    SIGTERM/SIGUSR2, and an existing one is resumed. Longer than 60 lines: set-up, resume, the
+    epoch loop and clean-up share the loop's state; the step and the regularizer are split out.
     """
     device = pick_device(cfg.device)
     model.to(device)
     precision = precision or resolve(cfg.precision, device)
+    mvcr, ae_epochs, regularizer_info = attach_regularizer(model, regularizer, cfg, seed)
     collate = Collator(pad_token_id)
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = steps_per_epoch * (cfg.epochs - ae_epochs)  # the task optimizer's steps
     optimizer = _optimizer(model, cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     main_key = f"{next(iter(eval_data))}/{task.main_metric}"
-    result = TrainResult(precision=precision.describe())
+    result = TrainResult(precision=precision.describe(), regularizer=regularizer_info)
     torch.manual_seed(seed)
-    start_epoch, start_step, elapsed, losses = 1, 0, 0.0, []
+    start_epoch, start_step, elapsed, losses, extra_losses = 1, 0, 0.0, [], {}
 
     path = run_dir / "checkpoint" / "last.pt" if run_dir is not None else None
     state = ckpt.load(path) if path is not None else None
@@ -189,6 +249,9 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
         losses = state["epoch_losses"]
         result.history, result.epoch_times_s = state["history"], state["epoch_times_s"]
         result.resumed_from = {"epoch": start_epoch, "step_in_epoch": start_step}
+        if mvcr is not None:
+            mvcr.load_state_dict(state["regularizer"]["state"])
+            extra_losses = state["regularizer"]["epoch_losses"]
 
     def save(epoch: int, step_in_epoch: int) -> None:
         if path is not None:
@@ -196,6 +259,7 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
                 "trainable": trainable_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": ckpt.rng_state(), "epoch": epoch, "step_in_epoch": step_in_epoch, "train_time_s": elapsed,
                 "history": result.history, "epoch_times_s": result.epoch_times_s, "epoch_losses": losses,
+                **({"regularizer": {"state": mvcr.state_dict(), "epoch_losses": extra_losses}} if mvcr is not None else {}),
             }, path)
 
     global_step = (start_epoch - 1) * steps_per_epoch + start_step
@@ -206,54 +270,56 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
                         "path": str(cache.path) if cache.path else None}
     # The dev sets go through the same frozen prefix every epoch: cached too, built at the first evaluation.
     eval_forwards: dict[str, tuple] = {}
-    with ckpt.PreemptionHandler() as preemption:
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            model.train()
-            order = epoch_order(lengths, cfg.batch_size, seed, epoch, cfg.group_by_length)
-            epoch_started = time.perf_counter() - cache_seconds  # the cache is built once, billed to the first epoch run
-            cache_seconds = 0.0
-            first_step = start_step if epoch == start_epoch else 0
-            batches = _batches(train_data, cfg.batch_size, collate, order, first_step)
-            bar = tqdm(batches, total=steps_per_epoch - first_step, desc=f"epoch {epoch}", disable=not progress, leave=False)
-            for step_in_epoch, batch in enumerate(bar, start=first_step + 1):
-                with precision.autocast():
-                    logits = forward(batch)
-                loss = _loss(logits, batch["labels"].to(device), task.is_regression)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                losses.append(loss.item())
-                global_step += 1
-                if cfg.log_every_steps and global_step % cfg.log_every_steps == 0:
-                    log({"train/step_loss": losses[-1], "train/global_step": global_step})
-                    print(f"step {global_step} epoch {epoch} loss {losses[-1]:.4f}", flush=True)
-                if preemption.received is not None:
-                    elapsed += time.perf_counter() - epoch_started
-                    save(epoch, step_in_epoch)
-                    preemption.forward_signal()
-            epoch_time = time.perf_counter() - epoch_started
-            elapsed += epoch_time
-            record = {"epoch": epoch, "train/loss": float(np.mean(losses)) if losses else float("nan"),
-                      "train/lr": scheduler.get_last_lr()[0], "epoch_time_s": epoch_time}
-            for split, data in eval_data.items():
-                if split not in eval_forwards:
-                    directory = run_dir / "eval_cache" / split if run_dir is not None else None
-                    eval_forwards[split] = _cached_forward(model, data, cfg, collate, device, directory, precision)
-                record.update(evaluate(model, data, task, cfg, collate, device, split, eval_forwards[split][0], precision))
-            result.history.append(record)
-            result.epoch_times_s.append(epoch_time)
-            log(record)
-            losses = []
-            save(epoch + 1, 0)
+    try:
+        with ckpt.PreemptionHandler() as preemption:
+            for epoch in range(start_epoch, cfg.epochs + 1):
+                model.train()
+                ae_only = epoch <= ae_epochs
+                order = epoch_order(lengths, cfg.batch_size, seed, epoch, cfg.group_by_length)
+                epoch_started = time.perf_counter() - cache_seconds  # the cache is built once, billed to the first epoch run
+                cache_seconds = 0.0
+                first_step = start_step if epoch == start_epoch else 0
+                batches = _batches(train_data, cfg.batch_size, collate, order, first_step)
+                bar = tqdm(batches, total=steps_per_epoch - first_step, desc=f"epoch {epoch}", disable=not progress, leave=False)
+                for step_in_epoch, batch in enumerate(bar, start=first_step + 1):
+                    loss, extra = _step(model, batch, forward, optimizer, scheduler, cfg, task, device, precision, mvcr, ae_only)
+                    losses.append(loss)
+                    for name, value in extra.items():
+                        extra_losses.setdefault(name, []).append(value)
+                    global_step += 1
+                    if cfg.log_every_steps and global_step % cfg.log_every_steps == 0:
+                        log({"train/step_loss": losses[-1], "train/global_step": global_step})
+                        print(f"step {global_step} epoch {epoch} loss {losses[-1]:.4f}", flush=True)
+                    if preemption.received is not None:
+                        elapsed += time.perf_counter() - epoch_started
+                        save(epoch, step_in_epoch)
+                        preemption.forward_signal()
+                epoch_time = time.perf_counter() - epoch_started
+                elapsed += epoch_time
+                record = {"epoch": epoch, **({"phase": "ae_only"} if ae_only else {}),
+                          "train/loss": float(np.mean(losses)) if losses else float("nan"),
+                          "train/lr": scheduler.get_last_lr()[0], "epoch_time_s": epoch_time,
+                          **{name: float(np.mean(values)) for name, values in extra_losses.items()}}
+                for split, data in ({} if ae_only else eval_data).items():  # AE-only: the model is unchanged
+                    if split not in eval_forwards:
+                        directory = run_dir / "eval_cache" / split if run_dir is not None else None
+                        eval_forwards[split] = _cached_forward(model, data, cfg, collate, device, directory, precision)
+                    record.update(evaluate(model, data, task, cfg, collate, device, split, eval_forwards[split][0], precision))
+                result.history.append(record)
+                result.epoch_times_s.append(epoch_time)
+                log(record)
+                losses, extra_losses = [], {}
+                save(epoch + 1, 0)
+    finally:
+        if mvcr is not None:
+            mvcr.remove()  # plugged out: what follows (saving, evaluating) sees the plain model
     for each_cache in [cache, *(entry[1] for entry in eval_forwards.values())]:
         if each_cache is not None:
             each_cache.close()
     if run_dir is not None:
         shutil.rmtree(run_dir / "eval_cache", ignore_errors=True)
     result.last = result.history[-1]
-    result.best = max(result.history, key=lambda record: record[main_key])
+    result.best = _best(result.history, main_key)
     result.train_time_s = elapsed
     result.peak_memory_mb = peak_memory_mb(device)
     return result

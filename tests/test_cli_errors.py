@@ -111,6 +111,11 @@ def window_larger_than_the_head_layer(root):
 
 
 @case
+def mvcr_inside_the_frozen_prefix(root):  # window 4: MVCR may act on layer 3's output (the prefix's), not on layer 1's
+    return [[f"task.glue_dir={make_glue(root)}", "select=top", "select.k=1", "regularizer=mvcr", "regularizer.layers=[1]", *FAST]]
+
+
+@case
 def no_local_data_and_no_hub(root):
     return [["task.glue_dir=null"]]
 
@@ -220,6 +225,11 @@ def test_class_without_examples_in_the_scan(runs):
 def test_window_larger_than_the_head_layer(runs):
     root, [result] = runs["window_larger_than_the_head_layer"]
     assert_user_error(result, root / "run", "select.k=2", "head layer 1")
+
+
+def test_mvcr_inside_the_frozen_prefix(runs):
+    root, [result] = runs["mvcr_inside_the_frozen_prefix"]
+    assert_user_error(result, root / "run", "regularizer.layers [1] cannot be perturbed", "(4..4)", "(layer 3)")
 
 
 def test_no_local_data_and_no_hub(runs):

@@ -216,6 +216,13 @@ BAD_VALUES = [
     (["model.dtype=float8"], "model.dtype must be float32|float16|bfloat16, got float8"),
     (["logger.mode=sometimes"], "logger.mode must be auto|online|offline|disabled, got sometimes"),
     (["logger.name=mlflow"], "logger.name must be none or wandb, got mlflow"),
+    (["regularizer=mvcr", "train.epochs=4", "regularizer.warmup_epochs=4"],
+     "regularizer=mvcr takes 4 AE-only epochs of the 4 it trains (train.epochs, less head_init's), leaving none for "
+     "fine-tuning: raise train.epochs or lower regularizer.warmup_epochs"),
+    (["regularizer=mvcr", "train.epochs=10", "head_init=lpft", "head_init.epochs=4", "regularizer.warmup_epochs=6"],
+     "regularizer=mvcr takes 6 AE-only epochs of the 6 it trains (train.epochs, less head_init's), leaving none for "
+     "fine-tuning: raise train.epochs or lower regularizer.warmup_epochs"),
+    (["regularizer=mvcr", "regularizer.warmup_fraction=1"], "regularizer.warmup_fraction must be in [0, 1), got 1.0"),
 ]
 
 
@@ -232,6 +239,7 @@ def test_every_bad_value_fails_in_the_schema_with_one_line(overrides, line):
     ["tuning=lora", "tuning.scale=-1"],  # LoRA has no adapter scale
     ["tuning=adapter", "tuning.lora_dropout=1.5"],
     ["task=custom", "task.max_train_examples=1"],  # classes unknown until the file is read
+    ["regularizer.warmup_epochs=9", "train.epochs=1"],  # regularizer=none has no AE-only epochs
     ["scan.majority_fraction=0.9", "train.warmup_ratio=0", "train.dropout=0", "train.log_every_steps=0", "train.cache_memory_budget_mb=0"],
 ], ids=lambda overrides: ",".join(overrides))
 def test_options_a_method_or_task_does_not_read_are_not_checked(overrides):

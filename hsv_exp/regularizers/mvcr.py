@@ -24,9 +24,9 @@ too and the cache keeps the clean states). Layers deeper in the frozen prefix ar
 Default layers: the authors' 7, 9, 12 of 12, mapped onto the kept layers as floor(l*head/12 + 1/2)
 and raised to the lowest allowed layer, deduplicated (head 6: 4, 5, 6; head 4: 2, 3, 4).
 
-Training (the authors' schedule): `warmup_epochs` AE-only epochs (forward in train mode, only the
-reconstruction step; the task optimizer does not step, so PLM and head stay as they are), then
-joint epochs: the task loss backpropagates through the perturbed states into the window, and each
+Training (the authors' schedule): AE-only epochs (`strategy_config.ae_only_epochs`; forward in
+train mode, only the reconstruction step; the task optimizer does not step, so PLM and head stay
+as they are), then joint epochs: the task loss backpropagates through the perturbed states into the window, and each
 point's AEs also take an AdamW step at lr_multiplier x the task lr on their reconstruction loss.
 The reconstruction gradient reaches only that point's AE parameters (torch.autograd.grad with
 `inputs` = those parameters, which equals detaching the HAE input: the input does not depend on
@@ -193,10 +193,6 @@ class MVCR:
         """
         point = self.points[str(min(self.model.selection.tuned_layers) - 1)]
         return point(states) if self.active() else states
-
-    def in_warmup(self, epoch: int) -> bool:
-        """True for the AE-only epochs (1-based epoch numbers)."""
-        return epoch <= self.cfg.warmup_epochs
 
     def reconstruction_losses(self) -> dict[str, float]:
         return {f"mvcr/recon_layer_{layer}": float(point.reconstruction_loss.detach())

@@ -70,7 +70,7 @@ def _train_loss(probe: Probe, features: np.ndarray, targets: np.ndarray) -> floa
 
 def fit(model, train_data: data_lib.Encoded, eval_data: dict[str, data_lib.Encoded], task: TaskConfig, cfg: TrainConfig,
         seed: int, pad_token_id: int, run_dir: Path | None = None, log=lambda metrics: None, progress: bool = True,
-        precision=None):
+        precision=None, regularizer=None):
     """Fit the probe on `train_data`'s head-layer states, score it on each of `eval_data`; -> TrainResult."""
     from hsv_exp.train import TrainResult, peak_memory_mb, pick_device  # hsv_exp.train imports this package
 
