@@ -106,3 +106,18 @@ def with_regularizer(compute: dict, regularizer: dict | None) -> dict:
             "train_flops_fraction": train / full, "train_flops_saving_pct": 100.0 * (1 - train / full),
             "train_flops_fraction_cached": cached / full,
             **{"regularizer" if key == "name" else f"regularizer_{key}": value for key, value in regularizer.items()}}
+
+
+def with_stage1(compute: dict, stage1: dict, stage1_epochs: int, stage2_epochs: int) -> dict:
+    """`compute` (the fine-tuning stage's, per token) with a head_init stage 1 of `stage1_epochs`
+    before it (`stage1`: its accounting): the training figures per token become the mean over all
+    epochs of the two stages, against full fine-tuning for every epoch; the fine-tuning stage's own
+    figures stay under `stage2_*`."""
+    epochs = stage1_epochs + stage2_epochs
+    full = compute["full_ft_train_flops_per_token"]
+    mean = {key: (stage1_epochs * stage1[key] + stage2_epochs * compute[key]) / epochs
+            for key in ("train_flops_per_token", "train_flops_per_token_cached")}
+    return {**compute, **{f"stage2_{key}": compute[key] for key in ("train_flops_per_token", "train_flops_fraction")},
+            **mean, "train_flops_fraction": mean["train_flops_per_token"] / full,
+            "train_flops_saving_pct": 100.0 * (1 - mean["train_flops_per_token"] / full),
+            "train_flops_fraction_cached": mean["train_flops_per_token_cached"] / full}

@@ -25,12 +25,13 @@ from hsv_exp import head_init
 from hsv_exp import run_dir as run_dir_lib
 from hsv_exp.backbone import load_backbone, load_tokenizer, num_layers
 from hsv_exp.classifier import LayerClassifier
-from hsv_exp.compute import model_accounting, with_regularizer
+from hsv_exp.compute import model_accounting, with_regularizer, with_stage1
 from hsv_exp.config import Config
 from hsv_exp.run_dir import config_fingerprint, identity, semantic_config  # noqa: F401  (semantic_config, identity: also imported from here)
 from hsv_exp.precision import resolve
 from hsv_exp.scan import print_scan, run_scan
 from hsv_exp.selection import Selection, select_layers
+from hsv_exp.strategy_config import stage_epochs
 from hsv_exp.tracking import make_tracker
 from hsv_exp.train import TrainResult, pick_device, train
 from hsv_exp.truncation import Truncated, truncate_model
@@ -167,7 +168,8 @@ def train_stage(ctx: RunContext, truncated: Truncated, selection: Selection, tok
         cfg.head_init, build, selection, lambda model: apply_method(model, cfg.tuning), train_encoded, eval_encoded,
         data.task, train_cfg, cfg.seed, tokenizer.pad_token_id, log_fn=ctx.tracker.log, run_dir=ctx.run_dir,
         progress=common["progress"], train_kwargs={key: common[key] for key in ("precision", "regularizer")})
-    summary = {**{key: value for key, value in chain.head_init.summary().items() if key != "history"},  # it is in metrics' history
+    summary = {**{key: value for key, value in chain.head_init.summary().items() if key not in ("history", "compute")},
+               "stage1_compute": chain.head_init.compute,  # (its history is in metrics' history)
                "compute": head_init.compute_summary(chain, cfg.tuning, train_encoded, train_cfg)}
     return Trained(chain.model, chain.train, chain.history, train_encoded, time.perf_counter() - started, summary)
 
@@ -181,11 +183,10 @@ def record(ctx: RunContext, selection: Selection, truncated: Truncated, trained:
     compute.update({"train_time_s": result.train_time_s, "train_wall_s": trained.wall_s, "epoch_times_s": result.epoch_times_s,
                     "peak_memory_mb": result.peak_memory_mb, "device": str(ctx.device), "precision": result.precision})
     if trained.head_init is not None:  # the run's training cost is both stages'
-        both = trained.head_init["compute"]
-        compute.update({**both, "stage2_train_flops_fraction": compute["train_flops_fraction"],
-                        "train_flops_fraction": both["train_flops_fraction_total"],
-                        "train_flops_saving_pct": 100.0 * (1 - both["train_flops_fraction_total"]),
-                        "stage2_train_time_s": result.train_time_s, "train_time_s": both["train_time_s_total"]})
+        stage1 = trained.head_init
+        compute = with_stage1(compute, stage1["stage1_compute"], *stage_epochs(cfg.head_init, cfg.train.epochs))
+        compute.update({**stage1["compute"], "stage2_train_time_s": result.train_time_s,
+                        "train_time_s": stage1["compute"]["train_time_s_total"]})
     main_key = f"{cfg.task.eval_splits[0]}/{cfg.task.main_metric}"
     metrics = {
         "status": "complete", **identity(cfg), "fingerprint": ctx.fingerprint,
