@@ -29,6 +29,50 @@ def tiny_model(arch: str, seed: int = 0):
     return AutoModel.from_config(AutoConfig.for_model(arch, **TINY_KWARGS[arch])).eval()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on one torch thread: their matmuls gain nothing from threads, and on a busy
+    2-core machine the threads spin (5x slower). Modules opt in with pytest.mark.usefixtures."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def sigterm_at_step(command: list[str], kill_at: int, env: dict, step_line=None) -> int:
+    """Run `command` (an hsv_exp run printing `step N ...` lines: train.log_every_steps=1), SIGTERM it
+    once its `kill_at`-th step line is out, and return its exit code (143: checkpointed and stopped).
+    step_line(line) picks the lines that count (default: `step <kill_at> ...`, matched by number)."""
+    import signal
+    import subprocess
+
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = 0
+    for line in process.stdout:
+        seen = seen + 1 if step_line is not None and step_line(line) else seen
+        if (step_line is None and line.startswith(f"step {kill_at} ")) or (step_line is not None and seen == kill_at):
+            process.send_signal(signal.SIGTERM)
+            break
+    process.stdout.read()
+    return process.wait(timeout=120)
+
+
+@pytest.fixture
+def hydra_conf():
+    """Hydra initialised on conf/ for compose() in a test, cleared after it."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hsv_exp.cli import CONF_DIR  # also registers the schema
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()
+
+
 @pytest.fixture(scope="session")
 def glue_dir() -> Path:
     if not GLUE_DIR or not (Path(GLUE_DIR) / "RTE" / "train.tsv").is_file():

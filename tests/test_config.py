@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
@@ -39,12 +38,7 @@ GLUE_FOLDERS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B"
 MAIN_METRICS = {"cola": "mcc", "mrpc": "f1", "stsb": "pearson"}  # GLUE's headline metric; accuracy otherwise
 
 
-@pytest.fixture(autouse=True)
-def hydra_conf():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
+pytestmark = pytest.mark.usefixtures("hydra_conf")  # conftest.py
 
 
 def objects(*overrides: str) -> Config:

@@ -14,7 +14,6 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -33,7 +32,7 @@ from hsv_exp.selection import select_layers
 from hsv_exp.train import train
 from hsv_exp.tuning import METHODS
 
-from conftest import REPO, tiny_model
+from conftest import REPO, sigterm_at_step, tiny_model
 from test_training import TASK, toy_data
 
 ARCHS = ("bert", "roberta", "mpnet", "distilbert", "deberta-v2")
@@ -56,12 +55,7 @@ CASES = [(arch, method, where) for arch in ARCHS for method in STAGE1 for where 
          if not (arch == "deberta-v2" and (method == "prefix" or where == "kept")) and not (method == "lpft" and where == "kept")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @functools.cache
@@ -267,15 +261,8 @@ def reference(tmp_path_factory):
 def test_sigterm_inside_a_stage_then_resume_gives_identical_metrics(stage, steps, reference, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     kill_at = random.Random().randint(*steps)
-    process = subprocess.Popen([*CHAIN, str(tmp_path)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = 0
-    for line in process.stdout:
-        seen += line.startswith("step ")
-        if seen == kill_at:
-            process.send_signal(signal.SIGTERM)
-            break
-    process.stdout.read()
-    assert process.wait(timeout=120) == 143, f"killed at step {kill_at}"
+    code = sigterm_at_step([*CHAIN, str(tmp_path)], kill_at, env, step_line=lambda line: line.startswith("step "))
+    assert code == 143, f"killed at step {kill_at}"
     assert not (tmp_path / "metrics.json").exists()
     stage1_done = (tmp_path / STAGE / RESULT_FILE).is_file()
     assert stage1_done == (stage == "train"), f"killed at step {kill_at}"

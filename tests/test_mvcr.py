@@ -30,12 +30,7 @@ NUM_LABELS = 3
 CFG = RegularizerConfig(name="mvcr", dims=[8, 16])  # small widths for the 32-wide tiny models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def build(arch: str, k: int = 2) -> LayerClassifier:

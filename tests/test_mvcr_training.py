@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, sigterm_at_step
 from hsv_exp.config import TrainConfig
 from hsv_exp.strategy_config import RegularizerConfig
 from hsv_exp.train import train
@@ -28,12 +27,7 @@ SMALL = RegularizerConfig(name="mvcr", dims=[8, 16], warmup_epochs=1)  # widths 
 FAST = ["regularizer.dims=[8,16]", "regularizer.warmup_epochs=1", "train.epochs=2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def hook_count(model) -> int:
@@ -111,14 +105,7 @@ def test_cli_mvcr_sigterm_at_a_random_step_then_resume_gives_identical_metrics(t
     reference = subprocess.run(command(tmp_path / "ref"), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert reference.returncode == 0, reference.stderr[-2000:]
     kill_at = random.Random().randint(3, 55)
-    process = subprocess.Popen(command(tmp_path / "run"), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    for line in process.stdout:
-        if line.startswith(f"step {kill_at} "):
-            process.send_signal(signal.SIGTERM)
-            break
-    process.stdout.read()
-    assert process.wait(timeout=120) == 143, f"killed at step {kill_at}"
+    assert sigterm_at_step(command(tmp_path / "run"), kill_at, env) == 143, f"killed at step {kill_at}"
     assert "regularizer" in torch.load(tmp_path / "run" / "checkpoint" / "last.pt", weights_only=False)
     resumed = subprocess.run(command(tmp_path / "run"), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -4,13 +4,11 @@ the RoBERTa head (shuox20/variability-efficient-tuning; ../shared/METHODS.md sec
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 from transformers import RobertaConfig
 from transformers.models.roberta.modeling_roberta import RobertaClassificationHead
 
 from hsv_exp import data as data_lib
-from hsv_exp.cli import CONF_DIR  # registers the schema
 from hsv_exp.classifier import LayerClassifier, RobertaHead
 from hsv_exp.compute import accounting
 from hsv_exp.config import SelectConfig, TaskConfig, TuningConfig, to_config
@@ -25,12 +23,7 @@ from hsv_exp.variability import direct_scores
 
 from conftest import tiny_model
 
-@pytest.fixture(autouse=True)
-def hydra_conf():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
+pytestmark = pytest.mark.usefixtures("hydra_conf")  # conftest.py
 
 
 STSB = dict(name="stsb", text_fields=["sentence1", "sentence2"], is_regression=True, metrics=["pearson"], main_metric="pearson")

@@ -4,10 +4,8 @@ with SIGTERM at a random step resumes to exactly the metrics of an uninterrupted
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,7 +19,7 @@ from hsv_exp.selection import select_layers
 from hsv_exp.train import epoch_order, train
 from hsv_exp.tuning import METHODS
 
-from conftest import REPO, tiny_model
+from conftest import REPO, sigterm_at_step, tiny_model
 
 TASK = TaskConfig(name="custom", text_fields=["text"], label_names=["a", "b"], metrics=["accuracy"], main_metric="accuracy")
 
@@ -108,14 +106,7 @@ def test_sigterm_at_a_random_step_then_resume_gives_identical_metrics(tmp_path):
     reference = subprocess.run(cli(tmp_path / "ref", tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert reference.returncode == 0, reference.stderr[-2000:]
     kill_at = random.Random().randint(3, 55)  # 30 steps per epoch: lands in either epoch
-    process = subprocess.Popen(cli(tmp_path / "run", tmp_path), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    for line in process.stdout:
-        if line.startswith(f"step {kill_at} "):
-            process.send_signal(signal.SIGTERM)
-            break
-    process.stdout.read()
-    assert process.wait(timeout=120) == 143, f"killed at step {kill_at}"
+    assert sigterm_at_step(cli(tmp_path / "run", tmp_path), kill_at, env) == 143, f"killed at step {kill_at}"
     assert not (tmp_path / "run" / "metrics.json").exists()
     checkpoint = torch.load(tmp_path / "run" / "checkpoint" / "last.pt", weights_only=False)
     assert (checkpoint["epoch"] - 1) * 30 + checkpoint["step_in_epoch"] >= kill_at

@@ -57,13 +57,7 @@ STARTS_PRETRAINED = ("full", "bitfit", "adapter", "pfeiffer", "parallel_adapter"
 LAYER_NAME = re.compile(r"^backbone\.(?:encoder|transformer)\.layer\.(\d+)\.(.+)$")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny matmuls gain nothing from threads, and on a busy 2-core machine they spin: 5x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def tuning_config(method: str, **overrides) -> TuningConfig:
