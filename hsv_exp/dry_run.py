@@ -36,14 +36,14 @@ from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hsv_exp import run_dir as run_dir_lib
 from hsv_exp.config import to_config
 from hsv_exp.errors import HsvError
 
 
-PARALLEL_FROM = 40  # jobs; below this, forking costs more than it saves
+PARALLEL_FROM = int(os.environ.get("HSV_DRY_RUN_PARALLEL_FROM", 40))  # jobs; below this, forking costs more than it saves
 
 
 @dataclass
@@ -58,10 +58,14 @@ def register() -> None:
     ConfigStore.instance().store(group="hydra/sweeper", name="hsv_dry_run", node=DryRunSweeperConf, provider="hsv_exp")
 
 
-def job_configs(config_loader, master: DictConfig, jobs: list[list[str]]) -> Iterator[tuple[list[str], DictConfig]]:
-    """(overrides, composed config with its hydra node) of every job, as Hydra's launchers compose them.
+def job_configs(config_loader, master: DictConfig, jobs: list[list[str]]) -> Iterator[tuple[list[str], DictConfig, DictConfig]]:
+    """(overrides, the job's config without its hydra node, its hydra node) of every job, as Hydra's
+    launchers compose them.
 
-    Sets HydraConfig to each job's config before yielding it, so `${hydra:...}` resolves as in the job."""
+    Each distinct combination of config groups is composed once; its hydra node is installed in
+    HydraConfig once, and per job only what a job changes there (its overrides, override_dirname)
+    is updated in place, so `${hydra:...}` resolves as in the job. Yielded configs are reused for
+    the next job of the same combination: read them before asking for the next one."""
     from hydra._internal.config_repository import CachingConfigRepository
 
     # Every compose reads the same yaml files: one cache for all of them (Hydra makes one per compose).
@@ -70,6 +74,7 @@ def job_configs(config_loader, master: DictConfig, jobs: list[list[str]]) -> Ite
     parser = OverridesParser.create(config_loader=config_loader)
     groups: dict[str, bool] = {}
     composed: dict[tuple[str, ...], DictConfig] = {}
+    current: tuple | None = None  # the combination whose hydra node is installed, and its job config
 
     def is_group(key: str) -> bool:
         if key not in groups:
@@ -82,24 +87,33 @@ def job_configs(config_loader, master: DictConfig, jobs: list[list[str]]) -> Ite
         grouped = tuple(override.input_line for override in parsed if is_group(override.key_or_group))
         values = [override for override in parsed if not is_group(override.key_or_group)]
         if any(override.is_delete() or override.package for override in values):
-            cfg = config_loader.load_sweep_config(master, list(job))  # rare forms: compose this job fully
-        else:
-            if grouped not in composed:
-                composed[grouped] = config_loader.load_sweep_config(master, list(grouped))
-            cfg = copy.deepcopy(composed[grouped])
-            for override in values:
-                if override.is_add() or override.is_force_add():
-                    with open_dict(cfg):
-                        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True, force_add=True)
-                else:
-                    OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
-            dirname = cfg.hydra.job.config.override_dirname
-            with open_dict(cfg.hydra):
-                cfg.hydra.overrides.task = list(job)
-                cfg.hydra.job.override_dirname = get_overrides_dirname(
-                    overrides=parsed, exclude_keys=dirname.exclude_keys, item_sep=dirname.item_sep, kv_sep=dirname.kv_sep)
-        HydraConfig.instance().set_config(cfg)
-        yield list(job), cfg
+            grouped = tuple(job)  # rare forms: compose this job fully
+            values = []
+        if grouped not in composed:
+            composed[grouped] = config_loader.load_sweep_config(master, list(grouped))
+        if current is None or current[0] != grouped:
+            HydraConfig.instance().set_config(composed[grouped])  # a read-only copy of its hydra node
+            job_cfg = copy.deepcopy(composed[grouped])
+            with open_dict(job_cfg):
+                del job_cfg["hydra"]
+            current = (grouped, job_cfg)
+        job_cfg = current[1]
+        for override in values:  # every job of a combination sets the same keys, so each overwrites the last
+            if override.is_add() or override.is_force_add():
+                with open_dict(job_cfg):
+                    OmegaConf.update(job_cfg, override.key_or_group, override.value(), merge=True, force_add=True)
+            else:
+                OmegaConf.update(job_cfg, override.key_or_group, override.value(), merge=True)
+        hydra = HydraConfig.get()
+        dirname = hydra.job.config.override_dirname
+        override_dirname = get_overrides_dirname(overrides=parsed, exclude_keys=dirname.exclude_keys,
+                                                 item_sep=dirname.item_sep, kv_sep=dirname.kv_sep)
+        # HydraConfig's node, and the composed config its interpolations resolve against (its parent)
+        for node in (hydra, composed[grouped].hydra):
+            with read_write(node), open_dict(node):
+                node.overrides.task = list(job)
+                node.job.override_dirname = override_dirname
+        yield list(job), job_cfg, hydra
 
 
 def _num_layers(model_cfg) -> int:
@@ -163,12 +177,9 @@ def job_state(config: DictConfig, run_dir: Path, sweep_dir: Path | None, layers_
 def _job_lines(config_loader, master: DictConfig, jobs: list[list[str]], single: bool) -> list[tuple[str, str]]:
     """(kind, the printed line) of each job, in order."""
     lines, layers_of = [], {}
-    for _, cfg in job_configs(config_loader, master, jobs):
-        hydra = cfg.hydra
+    for _, cfg, hydra in job_configs(config_loader, master, jobs):
         sweep_dir = None if single else Path(hydra.sweep.dir)
         run_dir = Path(hydra.run.dir) if single else sweep_dir / str(hydra.sweep.subdir)
-        with open_dict(cfg):
-            del cfg["hydra"]
         kind, text = job_state(cfg, run_dir, sweep_dir, layers_of)
         lines.append((kind, f"[dry-run] {run_dir}  {text}"))
     return lines
@@ -193,14 +204,15 @@ def list_jobs(config_loader, master: DictConfig, jobs: list[list[str]], single: 
     """Print one line per job and the summary line; returns the counts by state. A long sweep is
     listed by one forked process per CPU (composing dominates: ~0.1 s per group combination)."""
     workers = min(os.cpu_count() or 1, 8) if len(jobs) >= PARALLEL_FROM and "fork" in mp.get_all_start_methods() else 1
-    if workers == 1:
-        lines = _job_lines(config_loader, master, jobs, single)
+    shares = _share(config_loader, jobs, workers)  # each share lists its jobs combination by combination
+    arguments = [(config_loader, master, [jobs[index] for index in share], single) for share in shares]
+    if len(shares) == 1:
+        parts = [_job_lines(*arguments[0])]
     else:
-        shares = _share(config_loader, jobs, workers)
         with concurrent.futures.ProcessPoolExecutor(len(shares), mp_context=mp.get_context("fork")) as pool:
-            parts = pool.map(_job_lines, *zip(*[(config_loader, master, [jobs[i] for i in share], single) for share in shares]))
-            by_index = {index: line for share, part in zip(shares, parts) for index, line in zip(share, part)}
-        lines = [by_index[index] for index in range(len(jobs))]
+            parts = list(pool.map(_job_lines, *zip(*arguments)))
+    by_index = {index: line for share, part in zip(shares, parts) for index, line in zip(share, part)}
+    lines = [by_index[index] for index in range(len(jobs))]
     counts: Counter = Counter(kind for kind, _ in lines)
     for _, line in lines:
         print(line)

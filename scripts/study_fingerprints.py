@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's hsv_exp, whatever the installed one is
@@ -42,9 +42,7 @@ def fingerprints(sweep: str, every: int = 1) -> list[tuple[str, str]]:
         master = compose(sweep, overrides=[f"hydra.sweep.dir=multirun/{sweep}"], return_hydra_config=True)
         # the dry run's composer (one Hydra compose per group combination): checked here against the
         # fingerprints that full per-job composes gave
-        for overrides, cfg in job_configs(GlobalHydra.instance().config_loader(), master, job_overrides(sweep)[::every]):
-            with open_dict(cfg):
-                del cfg["hydra"]
+        for overrides, cfg, _ in job_configs(GlobalHydra.instance().config_loader(), master, job_overrides(sweep)[::every]):
             rows.append((" ".join(overrides), config_fingerprint(OmegaConf.to_container(cfg, resolve=True))))
     return rows
 
