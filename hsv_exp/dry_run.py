@@ -16,6 +16,10 @@ with Hydra costs ~0.1 s a job, so each distinct combination of config groups is 
 the plain value overrides of each job are applied to a copy with OmegaConf; `hydra.job.override_dirname`
 is then computed exactly as Hydra does. The fingerprints this gives are checked against full
 composes (tests/test_fingerprints.py through scripts/study_fingerprints.py, which uses `job_configs`).
+A sweep of PARALLEL_FROM jobs or more is listed by one forked process per CPU, each taking whole
+group combinations; the lines are printed in job order. The 450-job study lists in 18-21 s on a
+2-core machine (`python -m hsv_exp -m -cd sweeps -cn study dry_run=true`; 126 s with Hydra's
+own launcher, which also wrote every job's .hydra/).
 """
 
 from __future__ import annotations
