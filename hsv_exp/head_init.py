@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from hsv_exp import checkpoint as ckpt
-from hsv_exp.compute import accounting
+from hsv_exp.compute import accounting, injected_params
 from hsv_exp.config import TaskConfig, TrainConfig, TuningConfig
 from hsv_exp.run_dir import clean_checkpoint
 from hsv_exp.strategy_config import HeadInitConfig, stage_epochs
@@ -87,12 +87,6 @@ def model_type(model) -> str:
     return getattr(model.backbone.config, "model_type", type(model.backbone).__name__)
 
 
-def injected_params(model) -> int:
-    """Parameters used once per token (adapters, LoRA), as run.py counts them for compute.accounting."""
-    return sum(parameter.numel() for name, parameter in model.named_parameters()
-               if any(prefix in name for prefix in ("adapter_", "lora_")))
-
-
 def training_flops(model, tuning: TuningConfig | None, train_data: Encoded, epochs: int, cache_frozen: str) -> dict:
     """compute.accounting of one training configuration, plus its total over `epochs` epochs of
     `train_data`: the first epoch runs the frozen prefix (or builds its cache), later ones skip it
@@ -101,7 +95,7 @@ def training_flops(model, tuning: TuningConfig | None, train_data: Encoded, epoc
     lengths = [len(feature["input_ids"]) for feature in train_data.features]
     flops = accounting(model.selection, config.hidden_size, getattr(config, "intermediate_size", 4 * config.hidden_size),
                        float(np.mean(lengths)), full_layer_weights_train=tuning is not None and tuning.name == "full",
-                       injected_params=injected_params(model),
+                       injected_params=injected_params(model, tuning.name) if tuning is not None else 0,
                        prefix_keys=tuning.prefix_length if tuning is not None and tuning.name in ("prefix", "mam") else 0)
     tokens = float(sum(lengths))
     cached = has_frozen_prefix(model) and cache_frozen != "off"

@@ -49,7 +49,6 @@ The loop's call sites (see `reference_step`):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
