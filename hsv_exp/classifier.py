@@ -86,6 +86,11 @@ class LayerClassifier(nn.Module):
         """-> logits (batch, num_labels); regression: (batch, 1)."""
         return self.classify(self.encode(input_ids, attention_mask, special_tokens_mask, token_type_ids))
 
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The head's last linear layer (its bias is the logits' offset)."""
+        return self.head.out_proj if isinstance(self.head, RobertaHead) else self.head
+
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         """The head: (batch, d) pooled states -> logits (batch, num_labels)."""
         if isinstance(self.head, RobertaHead):

@@ -32,6 +32,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # bf16 has to win by this factor in the micro-benchmark: a tie is not worth its rounding.
 MIN_SPEEDUP = 1.05
+# A first measurement within this distance of MIN_SPEEDUP is repeated with twice the repeats, and the
+# second one decides (on a shared machine a few noisy steps can move a 1.2x ratio to 1.0x).
+RECHECK_MARGIN = 0.15
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def micro_benchmark(repeats: int = 5, batch: int = 16, seq: int = 64, dim: int = 384) -> dict:
+def micro_benchmark(repeats: int = 9, batch: int = 16, seq: int = 64, dim: int = 384, warmup: int = 3) -> dict:
     """Median seconds of one MiniLM-sized block (d=384, 12 heads, FFN 1536), forward + backward,
     fp32 vs bf16 autocast, alternated so a shared machine's load hits both alike."""
     generator = torch.Generator().manual_seed(0)
@@ -102,8 +105,9 @@ def micro_benchmark(repeats: int = 5, batch: int = 16, seq: int = 64, dim: int =
         output.float().square().mean().backward()
 
     times: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    for dtype in times:  # warm-up: allocation, kernel choice
-        step(dtype)
+    for _ in range(warmup):  # allocation, oneDNN's kernel choice: a single warm-up step once gave 1.01x for 1.99x
+        for dtype in times:
+            step(dtype)
     for _ in range(repeats):
         for dtype in times:
             started = time.perf_counter()
@@ -128,7 +132,11 @@ def cached_micro_benchmark(info: dict) -> dict:
     except (OSError, ValueError):
         stored = {}
     if key not in stored:
-        stored[key] = {**micro_benchmark(), "torch": torch.__version__}
+        measured = micro_benchmark()
+        if abs(measured["speedup"] - MIN_SPEEDUP) < RECHECK_MARGIN:  # too close to call on one try: measure again
+            again = micro_benchmark(repeats=2 * measured["repeats"])
+            measured = {**again, "first_speedup": measured["speedup"]}
+        stored[key] = {**measured, "torch": torch.__version__}
         try:
             write_json_atomic(path, stored)
         except OSError:

@@ -127,10 +127,19 @@ def reuse_stage(ctx: RunContext, selection: Selection, registry: Path | None) ->
     return metrics
 
 
-def build_model(cfg: Config, task, truncated: Truncated, selection: Selection) -> LayerClassifier:
+def new_classifier(cfg: Config, task, encoder, selection: Selection, train_labels: np.ndarray) -> LayerClassifier:
+    """The classifier on `encoder`; a regression head's output starts at the labels' mean (train.regression_bias)."""
+    model = LayerClassifier(encoder, selection, task.num_labels, cfg.metric.pooling, cfg.train.dropout, cfg.model.head)
+    if task.is_regression and cfg.train.regression_bias == "label_mean":
+        with torch.no_grad():
+            model.output_layer.bias.fill_(float(np.mean(train_labels)))
+    return model
+
+
+def build_model(cfg: Config, task, truncated: Truncated, selection: Selection, train_labels: np.ndarray) -> LayerClassifier:
     """The tune stage: the classifier on the truncated encoder, then what the tuning method trains."""
     torch.manual_seed(cfg.seed)  # the head's init depends on the seed only
-    model = LayerClassifier(truncated.encoder, selection, task.num_labels, cfg.metric.pooling, cfg.train.dropout, cfg.model.head)
+    model = new_classifier(cfg, task, truncated.encoder, selection, train_labels)
     apply_method(model, cfg.tuning)
     return model
 
@@ -157,13 +166,12 @@ def train_stage(ctx: RunContext, truncated: Truncated, selection: Selection, tok
     common = dict(run_dir=ctx.run_dir, progress=sys.stderr.isatty(), precision=precision, regularizer=cfg.regularizer)
     started = time.perf_counter()
     if not cfg.head_init.enabled:
-        model = build_model(cfg, data.task, truncated, selection)
+        model = build_model(cfg, data.task, truncated, selection, train_encoded.labels)
         trainer = TRAINERS.get(cfg.tuning.name, train)  # tuning=linear_probe: a closed-form fit instead of SGD
         result = trainer(model, train_encoded, eval_encoded, data.task, train_cfg, cfg.seed, tokenizer.pad_token_id,
                          log=ctx.tracker.log, **common)
         return Trained(model, result, result.history, train_encoded, time.perf_counter() - started)
-    build = lambda chosen: LayerClassifier(copy.deepcopy(truncated.encoder), chosen, data.task.num_labels,  # noqa: E731
-                                           cfg.metric.pooling, cfg.train.dropout, cfg.model.head)
+    build = lambda chosen: new_classifier(cfg, data.task, copy.deepcopy(truncated.encoder), chosen, train_encoded.labels)  # noqa: E731
     chain = head_init.train_with_head_init(
         cfg.head_init, build, selection, lambda model: apply_method(model, cfg.tuning), train_encoded, eval_encoded,
         data.task, train_cfg, cfg.seed, tokenizer.pad_token_id, log_fn=ctx.tracker.log, run_dir=ctx.run_dir,

@@ -7,6 +7,8 @@ results/head_recipe/runs_<phase>.csv (atomically rewritten after every run).
 
     python scripts/head_recipe.py diagnose   # SST-2 + MRPC, 500 examples, 1 epoch: what holds the head back
     python scripts/head_recipe.py budget     # the five tasks at the study's budget (1,000 examples, 2 epochs, batch 16)
+    python scripts/head_recipe.py budget_seeds  # seeds 1, 2 of head_lr=2e-2 on MRPC, RTE, CoLA (against the study's seeds)
+    python scripts/head_recipe.py defaults   # the chosen defaults: variability k=1 adapter vs the linear probe, SST-2 + STS-B
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ DIAGNOSE = {
 
 def command(task: str, method: str, k: int, examples: int, epochs: int, batch: int | None, seed: int,
             overrides: list[str], run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "hsv_exp", f"task={task}", "model=minilm", f"tuning={method}", "select=top",
+    select = [o for o in overrides if o.startswith("select=")] or ["select=top"]  # a variant may choose the selection
+    overrides = [o for o in overrides if not o.startswith("select=")]
+    return [sys.executable, "-m", "hsv_exp", f"task={task}", "model=minilm", f"tuning={method}", *select,
             f"select.k={k}", f"task.max_train_examples={examples}", f"train.epochs={epochs}",
             *([f"train.batch_size={batch}"] if batch else []), f"seed={seed}", "train.num_threads=1", "logger=none",
             *overrides, f"hydra.run.dir={run_dir}"]
@@ -83,7 +87,7 @@ def run_one(phase: str, task: str, method: str, k: int, variant: str, overrides:
     history = metrics["history"]
     return {"phase": phase, "task": task, "method": method, "k": k, "variant": variant, "examples": examples,
             "epochs": epochs, "batch": batch or "", "seed": seed, "metric": key, "score": round(history[-1][key], 4),
-            "train_loss": " ".join(f"{entry['train/loss']:.4f}" for entry in history),
+            "train_loss": " ".join(f"{entry['train/loss']:.4f}" for entry in history if "train/loss" in entry),
             "epoch_scores": " ".join(f"{entry[key]:.4f}" for entry in history),
             "seconds": round(sum(entry["epoch_time_s"] for entry in history), 1), "command": shown}
 
@@ -116,6 +120,19 @@ def jobs(phase: str) -> list[tuple]:
         k = 1 if phase == "budget" else 2
         return [(phase, task, method, k, variant, overrides, 1000, 2, 16, 0)
                 for task, method, variant, overrides in json.loads(os.environ["HEAD_RECIPE_JOBS"])]
+    if phase == "budget_seeds":  # seeds 1 and 2 of the candidate on the tasks it did not help at seed 0
+        return [(phase, task, method, 1, "head_lr=2e-2", ["train.head_lr=2e-2"], 1000, 2, 16, seed)
+                for task in ("mrpc", "rte", "cola") for method in ("adapter", "lora", "full") for seed in (1, 2)]
+    if phase == "defaults":  # issue 13's done-when: variability k=1 adapter, 500 examples, 1 epoch, vs the probe
+        variants = {"default": ["select=variability"],
+                    "head_lr=null,regression_bias=init": ["select=variability", "train.head_lr=null",
+                                                                  "train.regression_bias=init"]}
+        return [(phase, task, method, k, variant, overrides, 500, 1, None, 0) for task in ("sst2", "stsb")
+                for method, k, variant, overrides in
+                [("adapter", 1, name, value) for name, value in variants.items()]
+                + [("linear_probe", 0, "probe", ["select=variability"])]] + [
+            (phase, "stsb", "adapter", 1, "regression_bias=init", ["select=variability", "train.regression_bias=init"],
+             500, 1, None, 0)]  # the head lr alone, without the bias init
     raise SystemExit(f"unknown phase {phase}")
 
 
@@ -155,7 +172,34 @@ def summary(rows: list[dict]) -> str:
                          [[task, method, variant, r["metric"], f"{before[(task, method)][0]:.4f}", r["score"],
                            f"{float(r['score']) - before[(task, method)][0]:+.4f}", before[(task, method)][2], dev_metrics(r), f"{float(before[(task, method)][1]):.4f}",
                            r["train_loss"]] for (task, method, variant), r in sorted(after.items())]))
+    defaults = [r for r in rows if r["phase"] == "defaults" and r["score"] != "failed"]
+    if defaults:
+        out.append("## The chosen defaults: select=variability, 500 examples, 1 epoch, seed 0\n\n"
+                   "adapter k=1 with the defaults (train.head_lr=2e-2, train.regression_bias=label_mean), with the "
+                   "recipe before them, and the closed-form linear probe (tuning=linear_probe) on the same layer and examples.\n")
+        out.append(table(["task", "method", "variant", "dev (last epoch)", "all dev metrics", "train loss"],
+                         [[r["task"], r["method"], r["variant"], r["score"], dev_metrics(r), r["train_loss"]] for r in defaults]))
+    seeds = [r for r in rows if r["phase"] == "budget_seeds" and r["score"] != "failed"]
+    if seeds:
+        out.append(seed_table(rows, sorted({(r["task"], r["method"]) for r in seeds})))
     return "\n".join(out)
+
+
+def seed_table(rows: list[dict], cells: list[tuple[str, str]]) -> str:
+    """Three seeds of head_lr=2e-2 (seed 0 from `budget`, 1-2 from `budget_seeds`) against the study's three."""
+    after = {(r["task"], r["method"], int(r["seed"] or 0)): float(r["score"]) for r in rows
+             if r["phase"] in ("budget", "budget_seeds") and r["variant"] == "head_lr=2e-2" and r["score"] != "failed"}
+    before = {seed: study_baseline(1, seed) for seed in (0, 1, 2)}
+    lines = []
+    for task, method in cells:
+        old = [before[seed][(task, method)][0] for seed in (0, 1, 2)]
+        new = [after[(task, method, seed)] for seed in (0, 1, 2) if (task, method, seed) in after]
+        mean = lambda values: sum(values) / len(values)
+        lines.append([task, method, " ".join(f"{v:.4f}" for v in old), f"{mean(old):.4f}",
+                      " ".join(f"{v:.4f}" for v in new), f"{mean(new):.4f}", f"{mean(new) - mean(old):+.4f}"])
+    return ("## Study budget, seeds 0-2: the study's runs (head at the method's lr) vs head_lr=2e-2\n\n"
+            "Same settings as above (select=top k=1, 1,000 examples, 2 epochs, batch 16); main metric, last epoch.\n\n"
+            + table(["task", "method", "before (seeds 0 1 2)", "mean", "head_lr=2e-2 (seeds 0 1 2)", "mean", "change"], lines))
 
 
 def main() -> None:
@@ -164,9 +208,9 @@ def main() -> None:
         write_atomic(OUT / "summary.md", lambda f: f.write(summary(load())))
         return
     rows = load(phase)
-    done = {(row["phase"], row["task"], row["method"], str(row["k"]), row["variant"]) for row in rows
-            if row["score"] != "failed"}
-    todo = [job for job in jobs(phase) if (job[0], job[1], job[2], str(job[3]), job[4]) not in done
+    done = {(row["phase"], row["task"], row["method"], str(row["k"]), row["variant"], str(row.get("seed", 0)))
+            for row in rows if row["score"] != "failed"}
+    todo = [job for job in jobs(phase) if (job[0], job[1], job[2], str(job[3]), job[4], str(job[9])) not in done
             and (not TASKS or job[1] in TASKS.split(","))]
     with ThreadPoolExecutor(max_workers=int(os.environ.get("HEAD_RECIPE_WORKERS", "2"))) as pool:
         for row in pool.map(lambda job: run_one(*job), todo):

@@ -246,7 +246,8 @@ def test_head_only_methods_set_the_empty_window():
         cfg = objects(*overrides)
         assert cfg.select.k == 0 and cfg.tuning.name in ("probe", "linear_probe"), overrides
     assert objects("+condition=probe").select.name == "variability"
-    assert objects("tuning=probe").tuning.lr == 1e-3
+    probe = objects("tuning=probe")
+    assert probe.tuning.lr is None and probe.train.head_lr == 2e-2  # only the head trains, at head_lr
 
 
 def test_run_dirname():

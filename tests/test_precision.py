@@ -47,6 +47,25 @@ def test_auto_on_this_cpu_follows_its_flags_and_the_cached_measurement(tmp_path,
     assert resolve("auto", "cpu").describe() == chosen.describe()  # the second call reads the cache
 
 
+def test_a_first_measurement_near_the_threshold_is_repeated_and_the_second_decides(tmp_path, monkeypatch):
+    """The decision rule, fed a fixed sequence of measurements (the timing itself is the test above)."""
+    monkeypatch.setenv("HSV_EXP_CACHE", str(tmp_path))
+    calls = []
+
+    def measure(repeats=9, **_):
+        calls.append(repeats)
+        speedup = [1.0, 1.6][len(calls) - 1]  # first near 1.05 (a noisy second), then the real ratio
+        return {"fp32_s": speedup, "bf16_s": 1.0, "speedup": speedup, "repeats": repeats}
+
+    monkeypatch.setattr(precision_lib, "micro_benchmark", measure)
+    measured = precision_lib.cached_micro_benchmark({"cpu": "test"})
+    assert calls == [9, 18] and measured["speedup"] == 1.6 and measured["first_speedup"] == 1.0
+    calls.clear()
+    monkeypatch.setattr(precision_lib, "micro_benchmark", lambda repeats=9, **_: calls.append(repeats) or
+                        {"fp32_s": 2.0, "bf16_s": 1.0, "speedup": 2.0, "repeats": repeats})
+    assert precision_lib.cached_micro_benchmark({"cpu": "clear"})["speedup"] == 2.0 and calls == [9]  # far from it: once
+
+
 def _model(head_layer=3, k=1, tuning="full"):
     torch.manual_seed(0)
     encoder = truncate_model(tiny_model("bert"), head_layer).encoder

@@ -130,8 +130,11 @@ def test_head_lr_reaches_the_head_group_only(tiny_task):
     assert others and all(lr == 1e-4 for lr in others)
     trained = set().union(*(params for params, _ in groups))
     assert trained == {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    same = _optimizer(model, TrainConfig(lr=1e-4, head_lr=None))
+    assert {group["lr"] for group in same.param_groups} == {1e-4}  # head_lr=null: the method's lr
     default = _optimizer(model, TrainConfig(lr=1e-4))
-    assert {group["lr"] for group in default.param_groups} == {1e-4}  # head_lr=null: the method's lr
+    assert {group["lr"] for group in default.param_groups if group["params"] and
+            {names[id(p)] for p in group["params"]} == HEAD} == {2e-2}  # the default head lr
 
 
 def hsv(run_dir, *overrides):
@@ -157,3 +160,22 @@ def test_linear_probe_run_scores_what_fit_probe_scores_on_the_same_features(tiny
     assert metrics["best"]["dev/accuracy"] == pytest.approx(expected["accuracy"])
     assert 0.5 < expected["accuracy"] < 1.0  # a fit that learned something, not a trivial score
     assert np.isfinite(metrics["best"]["train/loss"])
+
+
+@pytest.mark.parametrize("head", ["linear", "roberta"])
+def test_a_regression_head_starts_at_the_train_labels_mean(hydra_conf, head):
+    """train.regression_bias: label_mean (conf/config.yaml) sets the output bias; init leaves the layer's own."""
+    from hydra import compose
+    from hsv_exp.config import to_config
+    from hsv_exp.run import new_classifier
+
+    labels = np.array([0.5, 2.0, 4.5, 5.0])
+    selection = select_layers(SelectConfig(name="top", k=1), 4)
+    made = {}
+    for overrides in (["task=stsb"], ["task=stsb", "train.regression_bias=init"], ["task=rte"]):
+        cfg = to_config(compose("config", overrides=["model=tiny", f"model.head={head}", *overrides]))
+        torch.manual_seed(0)
+        made[tuple(overrides)] = new_classifier(cfg, cfg.task, truncate(tiny_model("bert"), 4), selection, labels).output_layer.bias
+    assert made[("task=stsb",)].tolist() == [pytest.approx(3.0)]
+    assert abs(made[("task=stsb", "train.regression_bias=init")].item() - 3.0) > 0.5  # the random init
+    assert made[("task=rte",)].abs().max() < 1  # classification: untouched
