@@ -212,9 +212,10 @@ def _trainer_result(result: dict, started_unix: float) -> dict:
     return {**{key: value for key, value in result.items() if key != "points"}, "points": points}
 
 
-def measure(config: Configuration, task: str, options: Options) -> dict:
-    """The result of `config` on `task`: read from the work dir when this exact command finished before,
-    else run in a fresh process and kept there. Raises RuntimeError when the process fails."""
+def measure(config: Configuration, task: str, options: Options) -> tuple[dict, bool]:
+    """(the result of `config` on `task`, whether it was kept from before): read from the work dir when
+    this exact command finished before, else run in a fresh process and kept there. Raises
+    RuntimeError when the process fails."""
     from hsv_exp.atomic import write_json_atomic
 
     directory = options.root / task / config.name
@@ -228,7 +229,7 @@ def measure(config: Configuration, task: str, options: Options) -> dict:
     invocation = {"argv": command, "spec": spec}
     previous = _read(path, invocation)
     if previous is not None:
-        return previous
+        return previous, True
     shutil.rmtree(directory, ignore_errors=True)  # a fresh run: no checkpoint to resume, no result to skip to
     if spec is not None:
         write_json_atomic(directory / "spec.json", spec)
@@ -242,7 +243,7 @@ def measure(config: Configuration, task: str, options: Options) -> dict:
               "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               "load_average": [list(load_before), list(os.getloadavg())]}
     write_json_atomic(path, result)
-    return result
+    return result, False
 
 
 # ---------------------------------------------------------------- the plan
@@ -334,8 +335,9 @@ def estimate_seconds(measured: list[Row], full: Options, configs: list[Configura
     """The full run's seconds scaled from `measured` (a quick run's rows): per configuration of `full`,
     the most similar measured row's time outside training (start, load, evaluations) plus its
     training seconds per token times the full run's tokens (examples x mean length x epochs), plus
-    its scan scaled the same way. Every configuration counted (none measured as another): an upper
-    bound where variability picks top's window. Evaluations are not scaled to the bigger dev sets."""
+    its scan scaled the same way. Rough: every configuration is counted (more than run where
+    variability picks top's window), evaluations are not scaled to more epochs and bigger dev sets,
+    and the quick run's threads and machine load carry over."""
     done = [row for row in measured if row.result is not None and not row.measured_as]
     if not done:
         return float("nan")
@@ -407,21 +409,25 @@ def run_benchmark(options: Options, out: Path, command: str, stem: str | None = 
         for future in concurrent.futures.as_completed(futures):
             task, source = futures[future]
             try:
-                result = results[(task, source.name)] = future.result()
+                result, kept = future.result()
             except RuntimeError as error:
                 failures[(task, source.name)] = str(error)
                 log(f"[{task}] {source.label(options.k)}: {error}")
                 continue
+            results[(task, source.name)] = result
             metric = result["main_metric"]
             points = ", ".join(f"{100 * point['metrics'][metric]:.1f} at {point['elapsed_s']:.0f}s" for point in result["points"])
             log(f"[{task}] {source.label(options.k)} ({result['precision']['dtype']}): {metric} {points} "
-                f"(wall {result['wall_s']:.0f}s, finished {result['finished']})")
-            report()
-    paths, built = report()
-    return paths, built
+                f"(wall {result['wall_s']:.0f}s, {'kept from' if kept else 'finished'} {result['finished']})")
+            if not kept:
+                report()  # a long run's report is readable while it goes on
+    return report()
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks import score_report
+    from hsv_exp.train import pick_device
+
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m benchmarks.score", description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=None, help="comma-separated GLUE tasks (default rte,mrpc,sst2; --quick: rte)")
@@ -429,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"smoke run: 200 train examples, 1 epoch, configurations {','.join(QUICK_CONFIGS)}; "
                              "prints an estimate of the full run")
     parser.add_argument("--configs", default=None, help="comma-separated configuration names (default: all; "
-                                                        "names: trainer-full-fp32, all-adapter-auto, var-tolerance-full-fp32, ...)")
+                                                        "names: trainer-full-fp32, all-adapter-auto, var-tolerance-full-fp32, ...; "
+                                                        "trainer-full-bf16 runs only where precision=auto picks bf16)")
     parser.add_argument("--n", type=int, default=None, help="task.max_train_examples (default 8000, --quick 200)")
     parser.add_argument("--epochs", type=int, default=None, help="default: the task's (--quick: 1)")
     parser.add_argument("--max-eval", type=int, default=None, help="the first N dev examples (default: all)")
@@ -458,19 +465,16 @@ def main(argv: list[str] | None = None) -> int:
                       threads=args.threads or max(1, (os.cpu_count() or 1) // args.jobs), jobs=args.jobs,
                       device=args.device, configs=configs, work_dir=args.work_dir)
     command = " ".join(["python -m benchmarks.score", *argv])
-    from hsv_exp.train import pick_device
-
     stem = f"score_{pick_device(args.device).type}" + ("_quick" if args.quick else "")
     paths, report = run_benchmark(options, args.out, command, stem)
-    from benchmarks import score_report
-
     say(score_report.console_summary(report))
     if args.quick:
         full = replace(options, num_examples=8000, epochs=None, tasks=("rte", "mrpc", "sst2"), configs=None)
         all_configs = configurations(report.auto["dtype"] == "bf16")
         seconds = estimate_seconds([row for task_rows in report.tasks.values() for row in task_rows], full, all_configs)
-        say(f"estimated full run (python -m benchmarks.score, {len(all_configs)} configurations x 3 tasks, "
-            f"{options.threads} threads): at most ~{seconds / 60:.0f} min, scaled from this run's throughput")
+        say(f"estimated full run (python -m benchmarks.score, {len(all_configs)} configurations x 3 tasks): "
+            f"~{seconds / 60:.0f} min at this run's {options.threads} thread(s) and load average "
+            f"{os.getloadavg()[0]:.1f}, scaled from its throughput (see score.estimate_seconds)")
     say(f"wrote {', '.join(map(str, paths))}")
     return 0
 

@@ -175,7 +175,8 @@ def task_section(report: Report, task: str) -> list[str]:
     budget = report.budgets[task]
     examples = next((row.result["num_train_examples"] for row in report.tasks[task] if row.result), None)
     lines = [f"## {task}", "",
-             f"{_f(examples, '{:,}', '?')} train examples, {budget['epochs']} epoch{'s' if budget['epochs'] != 1 else ''}, batch {budget['batch_size']}, "
+             f"{_f(examples, '{:,}', '?')} train examples, {budget['epochs']} epoch{'s' if budget['epochs'] != 1 else ''}, "
+             f"batch {budget['batch_size']}, "
              f"lr {budget['lr']:g} (full) / {budget['pet_lr']:g} (adapter, LoRA), warm-up {budget['warmup_ratio']:.0%}, "
              f"max_length {budget['max_length']}; score: {metric} × 100. " + _selection_text(report, task), ""]
     header = ["configuration", "precision", "trainable params", "best dev", "final dev",

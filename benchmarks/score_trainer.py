@@ -103,7 +103,8 @@ def run(spec: dict) -> dict:
             "trainable_params": sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad),
             "num_train_examples": len(train), "num_dev_examples": len(dev),
             "mean_seq_len": float(np.mean([len(feature["input_ids"]) for feature in train.features])),
-            "precision": {"dtype": "bf16" if spec["bf16"] else "fp32", "reason": "TrainingArguments(bf16=True)" if spec["bf16"] else "requested"},
+            "precision": {"dtype": "bf16", "reason": "TrainingArguments(bf16=True)"} if spec["bf16"] else
+                         {"dtype": "fp32", "reason": "requested"},
             "device": str(device), "main_metric": f"{dev_split}/{task.main_metric}"}
 
 

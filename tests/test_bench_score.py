@@ -19,7 +19,8 @@ def by_name(planned):
 
 @pytest.mark.parametrize("auto", ["fp32", "bf16"])
 def test_plan_runs_each_distinct_training_once(monkeypatch, auto):
-    monkeypatch.setattr(score, "resolved_precision", lambda requested, options: SimpleNamespace(name=auto if requested == "auto" else "fp32"))
+    monkeypatch.setattr(score, "resolved_precision",
+                        lambda requested, options: SimpleNamespace(name=auto if requested == "auto" else "fp32"))
     configs = score.configurations(trainer_bf16=auto == "bf16")
     planned = by_name(score.plan("rte", configs, score.Options(), {"scores": list(MINILM_SCORES), "scan_s": 7.5}))
     assert list(planned) == [config.name for config in configs]
