@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 GLUE_DIR ?= $(if $(wildcard ../shared/glue),$(abspath ../shared/glue))
 export GLUE_DIR
 
-.PHONY: help install run test test-fast bench clean
+.PHONY: help install run test test-fast bench bench-score clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,6 +29,9 @@ test-fast: $(STAMP)  ## tests without the slow end-to-end and SLURM ones
 
 bench: $(STAMP)  ## speed/memory benchmark -> results/bench/bench_<device>.{md,csv,png} (ARGS=--quick: ~2 min)
 	$(PY) -m benchmarks.bench $(ARGS)
+
+bench-score: $(STAMP)  ## time-to-score vs the HF Trainer -> results/bench/score_<device>.{md,csv,png}
+	$(PY) -m benchmarks.score $(ARGS)
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

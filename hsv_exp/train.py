@@ -213,8 +213,13 @@ def _best(history: list[dict], main_key: str) -> dict:
 
 def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskConfig, cfg: TrainConfig, seed: int,
           pad_token_id: int, run_dir: Path | None = None, log=lambda metrics: None, progress: bool = True,
-          precision: Precision | None = None, regularizer: RegularizerConfig | None = None) -> TrainResult:
+          precision: Precision | None = None, regularizer: RegularizerConfig | None = None,
+          started: float | None = None) -> TrainResult:
     """Train `model` in place; `eval_data` maps split name (dev, dev_matched, ...) to data.
+
+    `started`: the time.perf_counter() at which the run began (hsv_exp.run passes its own start);
+    each epoch's record then holds `time/elapsed_s`, the seconds from it to the end of that epoch's
+    evaluation, so model loading, tokenization, the scan and the cache builds count.
 
     `precision` (None = resolve(cfg.precision, device)) sets the autocast of every forward pass;
     the loss is taken in fp32 and the weights and AdamW state stay fp32. `regularizer`: attached
@@ -305,6 +310,8 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
                         directory = run_dir / "eval_cache" / split if run_dir is not None else None
                         eval_forwards[split] = _cached_forward(model, data, cfg, collate, device, directory, precision)
                     record.update(evaluate(model, data, task, cfg, collate, device, split, eval_forwards[split][0], precision))
+                if started is not None:
+                    record["time/elapsed_s"] = time.perf_counter() - started
                 result.history.append(record)
                 result.epoch_times_s.append(epoch_time)
                 log(record)

@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -75,6 +76,22 @@ def test_training_learns_and_is_deterministic(tmp_path):
     assert first.best["dev/accuracy"] > 0.75
 
 
+def test_elapsed_time_counts_from_the_run_start_to_each_evaluation_end(tmp_path):
+    """time/elapsed_s (hsv_exp.run passes its start): after the work before training, every epoch's
+    training and its evaluation; absent when no start is given."""
+    _, plain = fit("memory", tmp_path, epochs=1)
+    assert all("time/elapsed_s" not in record for record in plain.history)
+    selection = select_layers(SelectConfig(name="top", k=2), 4)
+    torch.manual_seed(0)
+    model = LayerClassifier(truncate(tiny_model("bert"), selection.head_layer), selection, num_labels=2)
+    before = 5.0  # seconds the run spent before training (model load, data, scan)
+    result = train(model, toy_data(60, 0), {"dev": toy_data(30, 1)}, TASK, TrainConfig(epochs=3, batch_size=8, precision="fp32"),
+                   seed=3, pad_token_id=0, progress=False, started=time.perf_counter() - before)
+    elapsed = [record["time/elapsed_s"] for record in result.history]
+    assert elapsed[0] >= before + result.epoch_times_s[0]
+    assert all(later - earlier >= epoch_time for earlier, later, epoch_time in zip(elapsed, elapsed[1:], result.epoch_times_s[1:]))
+
+
 def write_toy_csv(path, n, seed):
     rng = random.Random(seed)
     words = {"a": "good great fine nice happy", "b": "bad awful poor sad ugly"}
@@ -92,8 +109,11 @@ def cli(run_dir, data_dir, *extra):
             "train.cache_frozen=off", *extra]
 
 
+TIME_KEYS = ("epoch_time_s", "time/elapsed_s")  # wall-clock measurements: they differ between any two runs
+
+
 def comparable(metrics):
-    drop_time = lambda record: {k: v for k, v in record.items() if k != "epoch_time_s"}
+    drop_time = lambda record: {k: v for k, v in record.items() if k not in TIME_KEYS}
     return {"best": drop_time(metrics["best"]), "last": drop_time(metrics["last"]),
             "history": [drop_time(record) for record in metrics["history"]], "head_layer": metrics["head_layer"]}
 

@@ -70,8 +70,9 @@ def _train_loss(probe: Probe, features: np.ndarray, targets: np.ndarray) -> floa
 
 def fit(model, train_data: data_lib.Encoded, eval_data: dict[str, data_lib.Encoded], task: TaskConfig, cfg: TrainConfig,
         seed: int, pad_token_id: int, run_dir: Path | None = None, log=lambda metrics: None, progress: bool = True,
-        precision=None, regularizer=None):
-    """Fit the probe on `train_data`'s head-layer states, score it on each of `eval_data`; -> TrainResult."""
+        precision=None, regularizer=None, started: float | None = None):
+    """Fit the probe on `train_data`'s head-layer states, score it on each of `eval_data`; -> TrainResult.
+    `started`: as in hsv_exp.train.train (the record's `time/elapsed_s`)."""
     from hsv_exp.train import TrainResult, peak_memory_mb, pick_device  # hsv_exp.train imports this package
 
     device = pick_device(cfg.device)
@@ -87,6 +88,8 @@ def fit(model, train_data: data_lib.Encoded, eval_data: dict[str, data_lib.Encod
         predictions = probe.predict(pooled_states(model, data, cfg.eval_batch_size, pad_token_id, device))
         record.update({f"{split}/{name}": value
                        for name, value in glue_metrics.compute(task.metrics, predictions, data.labels).items()})
+    if started is not None:
+        record["time/elapsed_s"] = time.perf_counter() - started
     log(record)
     return TrainResult(history=[record], best=record, last=record, train_time_s=fit_time, epoch_times_s=[fit_time],
                        peak_memory_mb=peak_memory_mb(device),
