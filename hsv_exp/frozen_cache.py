@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hsv_exp.backbone import embeddings_name, encoder_inputs, find_layers
+from hsv_exp.backbone import embeddings_name, embeddings_of, encoder_inputs, find_layers
 
 
 class StatesInput(nn.Module):
@@ -60,8 +60,37 @@ def has_frozen_prefix(model) -> bool:
 def prefix_states(model, inputs: dict) -> torch.Tensor:
     """(batch, seq, d) input of the first window layer; no autograd state is kept."""
     frozen = list(model.layers)[: model.selection.first_tuned - 1]
-    with torch.inference_mode(), swapped(model.backbone, frozen):
-        return model.backbone(**encoder_inputs(inputs, model._accepts)).last_hidden_state
+    with torch.inference_mode():
+        if not frozen:  # the window starts at layer 1: the prefix is the embeddings alone
+            return embedding_output(model.backbone, encoder_inputs(inputs, model._accepts))
+        with swapped(model.backbone, frozen):
+            return model.backbone(**encoder_inputs(inputs, model._accepts)).last_hidden_state
+
+
+class _EmbeddingsDone(Exception):
+    def __init__(self, states: torch.Tensor):
+        super().__init__()
+        self.states = states
+
+
+def embedding_output(backbone: nn.Module, inputs: dict) -> torch.Tensor:
+    """The embedding module's output, from the model's own forward stopped right after it.
+
+    The model's forward passes each architecture's own embedding arguments (RoBERTa's position ids
+    from the padding, DeBERTa-v2's mask zeroing padded positions); running it with zero layers
+    instead is what BERT-like encoders allow but DeBERTa-v2's does not (its loop variable stays unset).
+    """
+    def stop(module, args, output):
+        raise _EmbeddingsDone(output)
+
+    handle = embeddings_of(backbone).register_forward_hook(stop)
+    try:
+        backbone(**inputs)
+    except _EmbeddingsDone as done:
+        return done.states
+    finally:
+        handle.remove()
+    raise RuntimeError(f"{type(backbone).__name__}'s forward did not call its embedding module")
 
 
 def window_logits(model, inputs: dict, states: torch.Tensor) -> torch.Tensor:

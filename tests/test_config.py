@@ -50,7 +50,7 @@ def test_groups_are_found():
     assert len(OPTIONS) >= 30
 
 
-APPENDED_GROUPS = {"condition"}  # not in config.yaml's defaults list: sweeps add them with +condition=
+APPENDED_GROUPS = {"condition", "size", "strategy"}  # not in config.yaml's defaults list: sweeps add them with +condition= etc.
 
 
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{group}={option}" for group, option in OPTIONS])

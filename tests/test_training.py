@@ -16,11 +16,12 @@ from hsv_exp.classifier import LayerClassifier
 from hsv_exp.truncation import truncate
 from hsv_exp.config import SelectConfig, TaskConfig, TrainConfig, TuningConfig
 from hsv_exp.data import Encoded
+from hsv_exp.frozen_cache import prefix_states, split_forward
 from hsv_exp.selection import select_layers
 from hsv_exp.train import epoch_order, train
 from hsv_exp.tuning import METHODS
 
-from conftest import REPO, sigterm_at_step, tiny_model
+from conftest import REPO, TINY_KWARGS, sigterm_at_step, tiny_model
 
 TASK = TaskConfig(name="custom", text_fields=["text"], label_names=["a", "b"], metrics=["accuracy"], main_metric="accuracy")
 
@@ -65,6 +66,27 @@ def test_frozen_cache_equals_uncached_run(tmp_path):
                 continue  # its gradient is zero in exact arithmetic (softmax ignores it): Adam turns rounding noise into lr-sized steps
             assert torch.allclose(a, b, atol=1e-5), name
     assert not (tmp_path / "disk" / "frozen_cache.npy").exists()  # cleaned up after training
+
+
+@pytest.mark.parametrize("arch", list(TINY_KWARGS))
+def test_a_window_from_layer_1_over_frozen_embeddings_runs_cached_on_every_architecture(arch, tmp_path):
+    """The frozen prefix is the embeddings alone (select=top k=L; MRPC's clipped window at l* = 1).
+    DeBERTa-v2's encoder cannot run zero layers: this crashed in prefix_states (UnboundLocalError)."""
+    selection = select_layers(SelectConfig(name="top", k=4), 4)
+    assert selection.first_tuned == 1 and not selection.tune_embeddings
+    model = LayerClassifier(truncate(tiny_model(arch), 4), selection, num_labels=2)
+    METHODS["full"](model, TuningConfig())
+    model.eval()
+    ids = torch.randint(5, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    inputs["attention_mask"][1, -3:] = 0  # padding: DeBERTa-v2's embeddings zero padded positions
+    with torch.no_grad():
+        embedded = model.backbone(**inputs, output_hidden_states=True).hidden_states[0]
+        assert torch.equal(prefix_states(model, inputs), embedded)
+        assert torch.allclose(split_forward(model, inputs), model(**inputs), atol=1e-6)
+    cfg = TrainConfig(lr=5e-3, epochs=2, batch_size=4, cache_frozen="memory", precision="fp32")
+    result = train(model, toy_data(12, 0), {"dev": toy_data(8, 1)}, TASK, cfg, seed=0, pad_token_id=0, run_dir=tmp_path, progress=False)
+    assert result.cache["mode"] == "memory" and len(result.history) == 2
 
 
 def test_training_learns_and_is_deterministic(tmp_path):

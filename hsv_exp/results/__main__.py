@@ -1,6 +1,7 @@
 """Run dirs -> runs.csv, summary.md, figures (and robustness.md/.png) under results/<study>.
 
     python -m hsv_exp.results multirun/2025-01-01 outputs/ --out results/<study> [--notes FILE]
+    python -m hsv_exp.results multirun/lowres --out results/lowres --report lowres   # runs.csv, tables.md, score_vs_n.png
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 from hsv_exp.errors import HsvError
-from hsv_exp.results.study import aggregate
+from hsv_exp.results import lowres, study
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,9 +20,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="study folder, e.g. results/<study>")
     parser.add_argument("--notes", type=Path, help="a hand-written markdown file put at the top of summary.md "
                         "(the study's findings, citing the generated tables)")
+    parser.add_argument("--report", choices=("study", "lowres"), default="study",
+                        help="study: the GLUE study's summary.md, claims and figures (default); lowres: the low-resource "
+                        "study's tables.md (per task, N and condition, and its claims) and score_vs_n.png")
     args = parser.parse_args(argv)
+    if args.report == "lowres" and args.notes:
+        parser.error("--notes is for --report study: the low-resource findings are written by hand in <out>/summary.md")
     try:
-        runs, written = aggregate(args.dirs, args.out, notes=args.notes)
+        if args.report == "lowres":
+            runs, written = lowres.aggregate(args.dirs, args.out)
+        else:
+            runs, written = study.aggregate(args.dirs, args.out, notes=args.notes)
     except HsvError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -20,14 +20,14 @@ def _by_seed(condition: Condition) -> dict:
     return {run.info.get("seed"): run.info["best"][main_key(run.info)] for run in condition.runs}
 
 
-def _paired_delta(a: Condition, b: Condition) -> tuple[list[float], int, int]:
+def paired_delta(a: Condition, b: Condition) -> tuple[list[float], int, int]:
     """(a - b per shared seed, a wins, b wins), scores x100."""
     sa, sb = _by_seed(a), _by_seed(b)
     deltas = [100 * (sa[seed] - sb[seed]) for seed in sorted(set(sa) & set(sb), key=str)]
     return deltas, sum(d > 0 for d in deltas), sum(d < 0 for d in deltas)
 
 
-def _delta_cell(deltas: list[float]) -> str:
+def delta_cell(deltas: list[float]) -> str:
     if not deltas:
         return "—"
     mean = statistics.fmean(deltas)
@@ -35,7 +35,7 @@ def _delta_cell(deltas: list[float]) -> str:
     return f"{mean:+.2f}{std}"
 
 
-def _layers(condition: Condition) -> str:
+def layers_label(condition: Condition) -> str:
     found = sorted({(run.info.get("head_layer"), tuple(run.info.get("tuned_layers") or ())) for run in condition.runs})
     return "; ".join(f"{head} ({','.join(map(str, tuned))})" for head, tuned in found)
 
@@ -75,12 +75,12 @@ def _claim1(conds: list[Condition], index: dict[tuple, Condition]) -> list[str]:
         top = index.get((c.task, c.model, c.tuning, "top", "—", c.k))
         if c.select != "variability" or top is None:
             continue
-        deltas, wins, losses = _paired_delta(c, top)
-        same = _layers(c) == _layers(top)
+        deltas, wins, losses = paired_delta(c, top)
+        same = layers_label(c) == layers_label(top)
         if not same:
             differ[c.task, c.rule].append(statistics.fmean(deltas) if deltas else 0.0)
-        lines.append(f"| {c.task} | {c.model} | {c.tuning} | {c.rule} | {c.k} | {_layers(c)}{' = top' if same else ''} "
-                     f"| {mean_std(c.scores('best'))} | {mean_std(top.scores('best'))} | {_delta_cell(deltas)} "
+        lines.append(f"| {c.task} | {c.model} | {c.tuning} | {c.rule} | {c.k} | {layers_label(c)}{' = top' if same else ''} "
+                     f"| {mean_std(c.scores('best'))} | {mean_std(top.scores('best'))} | {delta_cell(deltas)} "
                      f"| {wins}/{losses} | {_fraction(c)} / {_fraction(top)} |")
     lines += [""]
     if differ:
@@ -108,10 +108,10 @@ def _claim2(conds: list[Condition], index: dict[tuple, Condition]) -> list[str]:
             if not found:
                 continue
             best = max(found, key=lambda v: statistics.fmean(v.scores("best")))
-            deltas, _, _ = _paired_delta(best, c)
+            deltas, _, _ = paired_delta(best, c)
             cells = [mean_std(v.scores("best")) if v is not None else "—" for v in variants]
             lines.append(f"| {c.task} | {c.model} | {c.tuning} | {rule} | {mean_std(c.scores('best'))} | {' | '.join(cells)} "
-                         f"| {_delta_cell(deltas)} (k={best.k}) | {_fraction(best)} |")
+                         f"| {delta_cell(deltas)} (k={best.k}) | {_fraction(best)} |")
     lines += [""]
     return lines
 

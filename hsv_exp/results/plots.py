@@ -16,7 +16,7 @@ from hsv_exp.results.runs import Condition, Curve, head_layer_of, mean_curves, m
 DEFAULT_SETTING = (None, None)  # whole train split, natural class frequencies
 
 
-def _grid(n_panels: int, width: float = 4.2, height: float = 3.4) -> tuple[Figure, list]:
+def grid(n_panels: int, width: float = 4.2, height: float = 3.4) -> tuple[Figure, list]:
     cols = min(3, n_panels)
     rows = math.ceil(n_panels / cols)
     figure = Figure(figsize=(width * cols, height * rows), layout="constrained")
@@ -47,7 +47,7 @@ def variability_figure(curves: list[Curve]) -> Figure:
     """
     grouped = mean_curves(curves)
     tasks = sorted({group[0] for group in grouped})
-    figure, axes = _grid(len(tasks))
+    figure, axes = grid(len(tasks))
     for task, ax in zip(tasks, axes):
         for (group_task, model, metric, pooling, layers), settings in sorted(grouped.items()):
             if group_task != task:
@@ -73,7 +73,7 @@ def score_vs_compute_figure(conditions: list[Condition]) -> Figure:
     One point per condition: colour = tuning method, marker = selection, the number beside it = k.
     """
     tasks = sorted({c.task for c in conditions})
-    figure, axes = _grid(len(tasks), width=5.0, height=4.0)
+    figure, axes = grid(len(tasks), width=5.0, height=4.0)
     methods = sorted({(c.model, c.tuning) for c in conditions})
     colours = {method: f"C{index % 10}" for index, method in enumerate(methods)}
     for task, ax in zip(tasks, axes):
@@ -107,7 +107,7 @@ def score_vs_compute_figure(conditions: list[Condition]) -> Figure:
 def robustness_figure(curves: list[Curve], tasks: list[str]) -> Figure:
     """One panel per (task, model, metric, pooling) with a line per scan setting."""
     groups = sorted((group, settings) for group, settings in mean_curves(curves).items() if group[0] in tasks)
-    figure, axes = _grid(len(groups))
+    figure, axes = grid(len(groups))
     for ((task, model, metric, pooling, layers), settings), ax in zip(groups, axes):
         for setting, scans in sorted(settings.items(), key=lambda item: str(item[0])):
             _plot_curve(ax, layers, mean_scores(scans), f"{setting_label(setting)} ({_scans(len(scans))})")
