@@ -24,6 +24,7 @@ from hsv_exp.atomic import write_atomic, write_figure, write_text
 from hsv_exp.results.claims import delta_cell, layers_label, paired_delta
 from hsv_exp.results.plots import grid
 from hsv_exp.results.runs import Condition, Run, condition_notes, find_runs, main_key
+from hsv_exp.results.study import write_outputs
 from hsv_exp.results.tables import fmt, mean_std, run_list
 
 WHOLE = "whole model"
@@ -346,11 +347,4 @@ def aggregate(dirs: Iterable[Path], out: Path, command: str | None = None) -> tu
         "tables.md": lambda p: write_text(p, tables_markdown(runs, command)),
         "score_vs_n.png": (lambda p: write_figure(p, score_vs_n_figure(found))) if found else None,
     }
-    written = []
-    for name, write in outputs.items():
-        if write is not None:
-            write(out / name)
-            written.append(out / name)
-        else:
-            (out / name).unlink(missing_ok=True)  # a stale figure from an earlier aggregation would mislead
-    return runs, written
+    return runs, write_outputs(out, outputs)

@@ -66,11 +66,17 @@ def aggregate(dirs: Iterable[Path], out: Path, command: str | None = None, notes
         "robustness.md": (lambda p: write_text(p, robustness_markdown(curves, robust))) if robust else None,
         "robustness.png": (lambda p: write_figure(p, plots.robustness_figure(curves, robust))) if robust else None,
     }
+    return runs, write_outputs(out, outputs)
+
+
+def write_outputs(out: Path, outputs: dict[str, Callable[[Path], None] | None]) -> list[Path]:
+    """Write each output file (name -> writer); a None writer removes that file, as a stale one from an
+    earlier aggregation of more runs would mislead. -> the paths written."""
     written = []
     for name, write in outputs.items():
         if write is not None:
             write(out / name)
             written.append(out / name)
         else:
-            (out / name).unlink(missing_ok=True)  # a stale file from an earlier aggregation would mislead
-    return runs, written
+            (out / name).unlink(missing_ok=True)
+    return written
