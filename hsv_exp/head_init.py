@@ -223,9 +223,14 @@ def compute_summary(run: HeadInitRun, tuning: TuningConfig, train_data: Encoded,
     """Training FLOPs and time of both stages, for metrics.json's `compute` (added to run.py's dict).
 
     train_flops_fraction_total compares both stages with full fine-tuning of the whole model for all
-    of train.epochs (the budget the two stages share)."""
+    of train.epochs (the budget the two stages share). A regularizer on stage 2 (MVCR) adds its extra
+    FLOPs per token on every stage-2 token, its AE-only epochs priced as joint ones: an upper bound,
+    as compute.with_regularizer prices a run without head_init."""
     epochs = len(run.train.history)
     stage2 = training_flops(run.model, tuning, train_data, epochs, train_cfg.cache_frozen)
+    if run.train.regularizer:
+        stage2 = {**stage2, "train_flops": stage2["train_flops"]
+                  + run.train.regularizer["extra_train_flops_per_token"] * stage2["train_tokens"]}
     stage1_flops = run.head_init.compute["train_flops"] if run.head_init else 0.0
     stage1_time = run.head_init.train_time_s if run.head_init else 0.0
     full_ft = stage2["full_ft_train_flops_per_token"] * stage2["train_tokens"] / epochs * train_cfg.epochs

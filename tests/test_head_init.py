@@ -180,6 +180,22 @@ def test_compute_counts_both_stages_of_lpft():
     assert summary["train_time_s_total"] == pytest.approx(run.head_init.train_time_s + run.train.train_time_s)
 
 
+def test_compute_counts_mvcr_on_stage_2():
+    """EH-FT + MVCR: stage 2's FLOPs include the HAEs' extra per token (as without head_init)."""
+    from hsv_exp.strategy_config import RegularizerConfig
+
+    data, dev = toy_data(24, 0), {"dev": toy_data(12, 1)}
+    cfg = train_cfg(cache_frozen="memory")
+    kwargs = {"regularizer": RegularizerConfig(name="mvcr", layers=[3], dims=[8])}
+    run = train_with_head_init(STAGE1["lpft"], builder("bert"), SELECTION, full, data, dev, TASK, cfg, 0, 0, train_kwargs=kwargs)
+    plain = train_with_head_init(STAGE1["lpft"], builder("bert"), SELECTION, full, data, dev, TASK, cfg, 0, 0)
+    extra = run.train.regularizer["extra_train_flops_per_token"]
+    tokens = sum(len(feature["input_ids"]) for feature in data.features) * len(run.train.history)
+    with_mvcr, without = compute_summary(run, TuningConfig(), data, cfg), compute_summary(plain, TuningConfig(), data, cfg)
+    assert extra > 0 and with_mvcr["stage2_train_flops"] == pytest.approx(without["stage2_train_flops"] + extra * tokens)
+    assert with_mvcr["train_flops_total"] == pytest.approx(with_mvcr["head_init_train_flops"] + with_mvcr["stage2_train_flops"])
+
+
 def test_head_init_configs_compose_with_the_schema():
     from omegaconf import OmegaConf
 
