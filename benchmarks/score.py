@@ -96,10 +96,11 @@ class Options:
 
     @property
     def root(self) -> Path:
-        """Where this setting's runs live: another N, budget or model never meets these results."""
+        """Where this setting's runs live: another N, budget, model or machine never meets these results
+        (times from two CPU models, or a CPU and a GPU, are not side by side)."""
         name = f"{self.model}_n{self.num_examples}_seed{self.seed}" + (f"_e{self.epochs}" if self.epochs else "") \
             + (f"_dev{self.max_eval_examples}" if self.max_eval_examples else "")
-        return self.work_dir / name
+        return self.work_dir / machine_slug(self.device) / name
 
     def overrides(self, task: str) -> list[str]:
         """What every process of `task` is given (hsv_exp runs and, composed the same way, the Trainer's)."""
@@ -156,6 +157,22 @@ def _read(path: Path, invocation: dict) -> dict | None:
     except (OSError, ValueError):
         return None
     return result if result.get("invocation") == invocation else None
+
+
+def machine_slug(device: str) -> str:
+    """The machine the times belong to, as a directory name: the CUDA device's or the CPU's model name."""
+    import re
+
+    import torch
+
+    from hsv_exp.precision import cpu_info
+
+    if device != "cpu" and torch.cuda.is_available():
+        name = "cuda-" + torch.cuda.get_device_name(0)
+    else:
+        info = cpu_info()
+        name = "cpu-" + info["processor"] + "".join(f"-{flag}" for flag in info["bf16_flags"])
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
 
 
 def scan(task: str, options: Options, log=say) -> dict:
