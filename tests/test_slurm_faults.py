@@ -28,11 +28,12 @@ from test_training import comparable, write_toy_csv
 
 pytestmark = pytest.mark.slurm
 
-# 400 examples, batch 2, 16 epochs: 3,200 optimizer steps (200 an epoch), ~50 s of training on this
-# shared 2-core CPU (1,600 steps took 24.6 s): longer than SLURM's ~30 s time-limit check period.
-STEPS_PER_EPOCH = 200
+# 400 examples, batch 2, 24 epochs: 4,800 optimizer steps (200 an epoch), well over SLURM's ~30 s
+# time-limit check period even on an idle machine (1,600 steps took 24.6 s on the shared 2-core CPU;
+# with 16 epochs an idle run once finished before the time-limit signal came).
+STEPS_PER_EPOCH, EPOCHS = 200, 24
 TRAINING = ["model=tiny", "task=custom", "logger=none", "task.label_names=[a,b]", "select=top", "select.k=2",
-            "train.epochs=16", "train.batch_size=2", "train.lr=1e-3", "train.cache_frozen=off", "train.num_threads=1",
+            f"train.epochs={EPOCHS}", "train.batch_size=2", "train.lr=1e-3", "train.cache_frozen=off", "train.num_threads=1",
             "train.log_every_steps=1", "train.max_length=16"]
 ENV = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -110,7 +111,10 @@ def scontrol(env: dict, *args: str) -> str:
 
 
 def restarts(env: dict, job_id: str) -> int:
-    return int(re.search(r"Restarts=(\d+)", scontrol(env, "show", "job", job_id)).group(1))
+    shown = subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0, (f"job {job_id} is gone from SLURM ({shown.stderr.strip()}): it ended before it was "
+                                   "requeued, i.e. training finished before the fault; make the job longer (EPOCHS)")
+    return int(re.search(r"Restarts=(\d+)", shown.stdout).group(1))
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
@@ -145,7 +149,7 @@ def test_time_limit_mid_training_requeues_and_resumes_to_the_same_metrics(slurm_
     assert code == 0, tail(output)
     assert "this job is timed-out" in log_text(sweep, "err")  # submitit took it for a timeout, not a preemption
     ours = sweep.metrics()
-    assert 50 <= position(ours) < STEPS_PER_EPOCH * 16, "the time limit did not end mid-training"
+    assert 50 <= position(ours) < STEPS_PER_EPOCH * EPOCHS, "the time limit did not end mid-training"
     assert comparable(ours) == comparable(reference())
 
 
