@@ -108,7 +108,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
         columns += [key for key in row if key not in columns]
 
     def write(handle) -> None:
-        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer = csv.DictWriter(handle, fieldnames=columns or ["task"], restval="")  # no rows: a header all the same
         writer.writeheader()
         for row in rows:
             writer.writerow({key: f"{value:.6g}" if isinstance(value, float) else value for key, value in row.items()})

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hsv_exp.atomic import write_atomic
+from hsv_exp.user_cache import cache_root
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = ["model=minilm", "select=top", "select.k=2", "tuning=full", "task.max_train_examples=1000",
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="+", default=["sst2", "stsb"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "hsv_exp" / "precision_scores")
+    parser.add_argument("--work-dir", type=Path, default=cache_root() / "precision_scores")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "bench")
     args = parser.parse_args(argv)
     jobs = [(task, seed, precision) for task in args.tasks for seed in args.seeds for precision in ("fp32", "bf16")]

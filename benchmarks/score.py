@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from hsv_exp.user_cache import cache_root
+
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 REFERENCE = "trainer-full-fp32"  # the Trainer row the others are timed against
@@ -92,7 +94,7 @@ class Options:
     jobs: int = 1
     device: str = "auto"
     configs: tuple[str, ...] | None = None  # names; None: all
-    work_dir: Path = Path(os.environ.get("HSV_EXP_CACHE") or Path.home() / ".cache" / "hsv_exp") / "score_runs"
+    work_dir: Path = cache_root() / "score_runs"
 
     @property
     def root(self) -> Path:

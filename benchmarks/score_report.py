@@ -9,13 +9,13 @@ TARGET of the Trainer's time, on every task. Reported as measured, met or missed
 
 from __future__ import annotations
 
-import csv
 import datetime
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from hsv_exp.atomic import write_atomic, write_figure, write_text
+from benchmarks.bench_report import write_csv  # the points' csv: one writer for both benchmarks
+from hsv_exp.atomic import write_figure, write_text
 
 WITHIN = 1.0  # dev score points
 TARGET = 0.5  # of the Trainer's time
@@ -118,20 +118,6 @@ def point_rows(report: Report) -> list[dict]:
                             **point["metrics"], "trainable_params": row.result["trainable_params"],
                             "wall_s": row.result["wall_s"] + row.extra_s})
     return out
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    columns = []
-    for row in rows:
-        columns += [key for key in row if key not in columns]
-
-    def write(handle) -> None:
-        writer = csv.DictWriter(handle, fieldnames=columns or ["task"], restval="")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: f"{value:.6g}" if isinstance(value, float) else value for key, value in row.items()})
-
-    write_atomic(path, write)
 
 
 # ---------------------------------------------------------------- markdown
