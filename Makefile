@@ -21,11 +21,14 @@ install: $(STAMP)  ## create .venv and install the package with pinned dependenc
 run: $(STAMP)  ## a real RTE run: offline MiniLM, Houlsby adapters in the variability-selected window
 	$(PY) -m hsv_exp task=rte tuning=adapter select=variability $(ARGS)
 
+# One pytest-xdist worker per core, each taking whole test modules (tests/conftest.py). ARGS="-n 0": serial.
+PYTEST  := HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PY) -m pytest -q -n auto
+
 test: $(STAMP)  ## the whole offline test suite (what CI runs)
-	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PY) -m pytest -q $(ARGS)
+	$(PYTEST) $(ARGS)
 
 test-fast: $(STAMP)  ## tests without the slow end-to-end and SLURM ones
-	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PY) -m pytest -q -m "not slow and not slurm" $(ARGS)
+	$(PYTEST) -m "not slow and not slurm" $(ARGS)
 
 bench: $(STAMP)  ## speed/memory benchmark -> results/bench/bench_<device>.{md,csv,png} (ARGS=--quick: ~2 min)
 	$(PY) -m benchmarks.bench $(ARGS)

@@ -6,6 +6,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub name would otherwise hang ~45 s before failing
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test runs one worker per core: one torch thread each,
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # in this process and the CLI runs it starts (no spinning threads)
 
 import pytest  # noqa: E402
 
@@ -19,6 +21,29 @@ TINY_KWARGS = {
     "distilbert": dict(dim=32, n_layers=4, n_heads=2, hidden_dim=37, vocab_size=100),
     "deberta-v2": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, vocab_size=100),
 }
+
+
+def is_slurm_module(path: str) -> bool:
+    return Path(path).name.startswith("test_slurm")  # test_slurm.py, test_slurm_faults.py: one cluster
+
+
+def pytest_collection_modifyitems(config, items):
+    """The SLURM modules first: under pytest-xdist they are the longest unit of work."""
+    items.sort(key=lambda item: not is_slurm_module(item.nodeid.split("::", 1)[0]))  # stable: the rest keep their order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """make test's pytest-xdist workers (-n auto) take whole test modules, so a module's fixtures run
+    once; the SLURM modules are one unit, so one worker starts the one one-node cluster (slurm_env)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "slurm" if is_slurm_module(module) else module
+
+    config.option.loadscopereorder = False  # collection order: the SLURM unit first
+    return ModuleScheduling(config, log)
 
 
 def tiny_model(arch: str, seed: int = 0):

@@ -27,6 +27,8 @@ OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((Path(CONF_
 REQUIRED = {("select", "manual"): ["select.head_layer=3"]}
 # Groups whose option name is the `name` that run dirs, W&B tags and results tables show.
 NAMED_BY_OPTION = ("model", "task", "metric", "select", "logger")
+# Variants of another option (their defaults list names it) keep its name: sst2_8k is SST-2, subsampled.
+VARIANT_OF = {("task", "sst2_8k"): "sst2"}
 
 # Label order of the hub's nyu-mll/glue ClassLabels, and the download script's folder names.
 HUB_LABELS = {"cola": ["unacceptable", "acceptable"], "sst2": ["negative", "positive"],
@@ -74,7 +76,8 @@ def test_every_option_composes_and_converts(group, option):
     cfg = to_config(full)
     assert isinstance(cfg, Config)
     if group in NAMED_BY_OPTION:
-        assert getattr(cfg, group).name == option, f"conf/{group}/{option}.yaml sets name={getattr(cfg, group).name}"
+        expected = VARIANT_OF.get((group, option), option)
+        assert getattr(cfg, group).name == expected, f"conf/{group}/{option}.yaml sets name={getattr(cfg, group).name}"
     if group == "experiment":
         assert cfg.model.name == "tiny" and cfg.logger.name == "none"  # smoke runs stay seconds long and offline
 
