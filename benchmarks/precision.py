@@ -36,7 +36,7 @@ from hsv_exp import variability  # noqa: E402
 from hsv_exp.atomic import write_atomic  # noqa: E402
 from hsv_exp.selection import pick_head_layer  # noqa: E402
 from hsv_exp.backbone import forward_kwargs, load_backbone, load_tokenizer  # noqa: E402
-from hsv_exp.config import ModelConfig, register_configs, to_objects  # noqa: E402
+from hsv_exp.config import ModelConfig, register_configs, to_config  # noqa: E402
 from hsv_exp.precision import cpu_info, resolve  # noqa: E402
 
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
@@ -138,7 +138,7 @@ def task_config(task: str):
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = to_objects(compose("config", overrides=[f"task={task}", "logger=none"]))
+        cfg = to_config(compose("config", overrides=[f"task={task}", "logger=none"]))
     return cfg.task, cfg.train.max_length
 
 

@@ -36,13 +36,13 @@ def compose(model: str, task: str, train_examples: int | None, seed: int) -> Con
     from hydra.core.global_hydra import GlobalHydra
 
     from hsv_exp.cli import CONF_DIR  # registers the schema and resolvers
-    from hsv_exp.config import to_objects
+    from hsv_exp.config import to_config
 
     overrides = [f"model={model}", f"task={task}", f"seed={seed}", "logger=none",
                  f"task.max_train_examples={train_examples if train_examples else 'null'}"]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return to_objects(hydra_compose("config", overrides=overrides))
+        return to_config(hydra_compose("config", overrides=overrides))
 
 
 def task_rows(cfg: Config, backbone, tokenizer) -> tuple[list[dict], dict]:
