@@ -36,7 +36,7 @@ from hsv_exp import variability  # noqa: E402
 from hsv_exp.atomic import write_atomic  # noqa: E402
 from hsv_exp.selection import pick_head_layer  # noqa: E402
 from hsv_exp.backbone import forward_kwargs, load_backbone, load_tokenizer  # noqa: E402
-from hsv_exp.config import ModelConfig, register_configs, to_config  # noqa: E402
+from hsv_exp.config import ModelConfig  # noqa: E402
 from hsv_exp.precision import cpu_info, resolve  # noqa: E402
 
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
@@ -132,13 +132,9 @@ def compiled_window(backbone, repeats: int) -> dict:
 
 
 def task_config(task: str):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from hsv_exp.cli import compose
 
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = to_config(compose("config", overrides=[f"task={task}", "logger=none"]))
+    cfg = compose([f"task={task}", "logger=none"])
     return cfg.task, cfg.train.max_length
 
 
@@ -171,7 +167,7 @@ def uptime() -> str:
 
 
 def report(command: str, loads: list[str], info: dict, rows: list, adamw: dict, compiled: dict | None, scans: list[dict]):
-    lines = [f"# Precision and optimizer paths, CPU", "", f"Command: `{command}`", "",
+    lines = ["# Precision and optimizer paths, CPU", "", f"Command: `{command}`", "",
              f"CPU: {info['processor']}, torch capability {info['capability']}, native bf16 flags: "
              f"{', '.join(info['bf16_flags']) or 'none'}; {info['threads']} threads; torch {torch.__version__}. "
              f"`train.precision=auto` here: **{resolve('auto', 'cpu').name}** ({resolve('auto', 'cpu').reason}).", "",

@@ -284,10 +284,10 @@ def resolved_precision(requested: str, options: Options):
 
 @functools.lru_cache(maxsize=None)
 def composed(overrides: tuple[str, ...]):
-    """hsv_exp's Config for `overrides` (benchmarks.score_trainer.compose), once per distinct list."""
-    from benchmarks.score_trainer import compose
+    """hsv_exp's Config for `overrides` (hsv_exp.cli.compose), once per distinct list."""
+    from hsv_exp.cli import compose
 
-    return compose(list(overrides))
+    return compose(overrides)
 
 
 def layers(config: Configuration, task: str, options: Options, scores: tuple[float, ...]) -> tuple:

@@ -27,18 +27,6 @@ from pathlib import Path
 import numpy as np
 
 
-def compose(overrides: list[str]):
-    """hsv_exp's Config for `overrides`, as `python -m hsv_exp` composes it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from hsv_exp.cli import CONF_DIR  # also registers the schema
-    from hsv_exp.config import to_config
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return to_config(hydra_compose("config", overrides=overrides))
-
-
 def run(spec: dict) -> dict:
     import torch
     from transformers import TrainerCallback
@@ -47,6 +35,7 @@ def run(spec: dict) -> dict:
     from hsv_exp import data as data_lib
     from hsv_exp import glue_metrics
     from hsv_exp.backbone import load_tokenizer
+    from hsv_exp.cli import compose
     from hsv_exp.quiet import quiet_libraries
     from hsv_exp.run import load_data
     from hsv_exp.train import pick_device

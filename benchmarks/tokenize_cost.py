@@ -15,17 +15,12 @@ import os
 import pickle
 import tempfile
 import time
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from hsv_exp import data as data_lib
 from hsv_exp.backbone import load_tokenizer
-from hsv_exp.config import register_configs, to_config
-
-CONF = Path(__file__).resolve().parent.parent / "conf"
-
+from hsv_exp.cli import compose
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -34,25 +29,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    register_configs()
     print(f"load average {os.getloadavg()[0]:.2f}; tokenizer threads: the fast tokenizer's own")
-    with initialize_config_dir(str(CONF), version_base=None):
-        for task in args.tasks:
-            cfg = to_config(compose("config", overrides=[f"task={task}"]))
-            tokenizer = load_tokenizer(cfg.model)
-            started = time.perf_counter()
-            splits = [data_lib.load_split(cfg.task, split) for split in ("train", "dev")]
-            read = time.perf_counter()
-            encoded = [data_lib.encode(tokenizer, split, cfg.train.max_length) for split in splits]
-            tokenized = time.perf_counter()
-            with tempfile.TemporaryFile() as file:
-                pickle.dump(encoded, file)
-                file.seek(0)
-                unpickle_started = time.perf_counter()
-                pickle.load(file)
-                unpickled = time.perf_counter()
-            print(f"{task}: {len(splits[0])} train + {len(splits[1])} dev examples; read {read - started:.2f} s, "
-                  f"tokenize {tokenized - read:.2f} s, cache load (unpickle) {unpickled - unpickle_started:.2f} s")
+    for task in args.tasks:
+        cfg = compose([f"task={task}"])
+        tokenizer = load_tokenizer(cfg.model)
+        started = time.perf_counter()
+        splits = [data_lib.load_split(cfg.task, split) for split in ("train", "dev")]
+        read = time.perf_counter()
+        encoded = [data_lib.encode(tokenizer, split, cfg.train.max_length) for split in splits]
+        tokenized = time.perf_counter()
+        with tempfile.TemporaryFile() as file:
+            pickle.dump(encoded, file)
+            file.seek(0)
+            unpickle_started = time.perf_counter()
+            pickle.load(file)
+            unpickled = time.perf_counter()
+        print(f"{task}: {len(splits[0])} train + {len(splits[1])} dev examples; read {read - started:.2f} s, "
+              f"tokenize {tokenized - read:.2f} s, cache load (unpickle) {unpickled - unpickle_started:.2f} s")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,20 @@ def execute(cfg: DictConfig) -> float | None:
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
+def compose(overrides=(), config_dir: str = CONF_DIR):
+    """The Config that `python -m hsv_exp <overrides>` would run, composed without running it (for
+    scripts and benchmarks). Hydra's global state is cleared before and after."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            return to_config(hydra_compose("config", overrides=list(overrides)))
+    finally:
+        GlobalHydra.instance().clear()
+
+
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
     return execute(cfg)

@@ -32,17 +32,10 @@ TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
 
 
 def compose(model: str, task: str, train_examples: int | None, seed: int) -> Config:
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from hsv_exp.cli import compose as compose_overrides
 
-    from hsv_exp.cli import CONF_DIR  # registers the schema and resolvers
-    from hsv_exp.config import to_config
-
-    overrides = [f"model={model}", f"task={task}", f"seed={seed}", "logger=none",
-                 f"task.max_train_examples={train_examples if train_examples else 'null'}"]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return to_config(hydra_compose("config", overrides=overrides))
+    return compose_overrides([f"model={model}", f"task={task}", f"seed={seed}", "logger=none",
+                              f"task.max_train_examples={train_examples if train_examples else 'null'}"])
 
 
 def task_rows(cfg: Config, backbone, tokenizer) -> tuple[list[dict], dict]:

@@ -34,11 +34,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import yaml
-from hydra import compose, initialize_config_dir
 
 from hsv_exp.backbone import load_tokenizer
-from hsv_exp.cli import CONF_DIR
-from hsv_exp.config import to_config
+from hsv_exp.cli import compose
 from hsv_exp.data import encode, load_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +45,7 @@ STARTUP_S = 12.0  # process start, model and data loading: (process wall - train
 
 def token_counts(task: str) -> tuple[float, int]:
     """(mean training-example length, total dev tokens) of a GLUE task."""
-    cfg = to_config(compose("config", overrides=[f"task={task}", "logger=none"]))
+    cfg = compose([f"task={task}", "logger=none"])
     tokenizer = load_tokenizer(cfg.model)
     train = encode(tokenizer, load_split(cfg.task, cfg.task.train_split), cfg.train.max_length)
     dev = encode(tokenizer, load_split(cfg.task, cfg.task.eval_splits[0]), cfg.train.max_length)
@@ -83,8 +81,7 @@ def main() -> None:
     sweep = yaml.safe_load((REPO / "sweeps" / "lowres.yaml").read_text())["hydra"]["sweeper"]["params"]
     axes = {key.lstrip("+"): str(value).split(",") for key, value in sweep.items()}
     sizes = {name: yaml.safe_load((REPO / "conf" / "size" / f"{name}.yaml").read_text()) for name in axes["size"]}
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        counts = {task: token_counts(task) for task in axes["task"]}
+    counts = {task: token_counts(task) for task in axes["task"]}
     rates = measured_rates(args.run_dirs, {task: dev for task, (_, dev) in counts.items()})
     print("seconds per 1k tokens (at the measured load): " + ", ".join(f"{k} {1000 * v:.3f}" for k, v in sorted(rates.items())))
     seeds = len(axes["seed"])

@@ -69,3 +69,11 @@ def test_child_process_measures_one_configuration(glue_dir):
         pool.shutdown()
     assert len(measurement["epoch_times"]) == 2 and measurement["cache_build_s"] > 0
     assert measurement["memory_kind"] == "ru_maxrss" and measurement["peak_memory_mb"] >= measurement["memory_before_train_mb"] > 0
+
+
+def test_the_precision_and_tokenization_benchmarks_import_and_compose():
+    """They are run by hand, not by make test: at least their imports and configs must hold."""
+    from benchmarks import precision, tokenize_cost  # noqa: F401
+
+    task, max_length = precision.task_config("cola")
+    assert task.name == "cola" and task.main_metric == "mcc" and max_length == 128

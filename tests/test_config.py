@@ -297,3 +297,14 @@ def test_run_dir_names_leave_out_exactly_the_keys_the_fingerprint_leaves_out():
     extra = {key for key in exclude - not_semantic - hydra_only
              if not key.startswith("hydra.") and not any(key.startswith(parent + ".") for parent in not_semantic)}
     assert extra == set()  # an excluded key the fingerprint keeps would give two configs one run dir
+
+
+def test_compose_gives_the_config_the_cli_would_run():
+    """hsv_exp.cli.compose, which scripts and benchmarks use, composes conf/ as `python -m hsv_exp` does."""
+    from hsv_exp.cli import compose
+
+    cfg = compose(["task=sst2_8k", "train.epochs=7", "tuning=lora"])
+    assert (cfg.task.name, cfg.task.max_train_examples, cfg.train.epochs, cfg.tuning.name) == ("sst2", 8000, 7, "lora")
+    assert compose([]).task.name == "rte"  # again, from a clean Hydra state
+    with pytest.raises(Exception, match="epochs"):
+        compose(["train.epochs=two"])

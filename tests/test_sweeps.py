@@ -2,7 +2,6 @@
 running (or submitting) anything, even when launcher=slurm is asked for."""
 
 import json
-import json
 import subprocess
 import sys
 from pathlib import Path
