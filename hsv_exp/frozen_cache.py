@@ -45,11 +45,19 @@ def swapped(backbone: nn.Module, layers: list[nn.Module], states: torch.Tensor |
     parent._modules[attr] = nn.ModuleList(layers)
     if states is not None:
         backbone._modules[embeddings_attr] = StatesInput(states)
+    # DeBERTa-v2's encoder runs a convolution after its first layer (conv_kernel_size > 0): a layer
+    # list that starts above layer 1 has had it already, in the part below.
+    conv = parent._modules.get("conv")
+    above_first = bool(layers) and layers[0] is not original_layers[0]
+    if conv is not None and above_first:
+        parent._modules["conv"] = None
     try:
         yield
     finally:
         parent._modules[attr] = original_layers
         backbone._modules[embeddings_attr] = original_embeddings
+        if conv is not None:
+            parent._modules["conv"] = conv
 
 
 def has_frozen_prefix(model) -> bool:

@@ -89,6 +89,27 @@ def test_a_window_from_layer_1_over_frozen_embeddings_runs_cached_on_every_archi
     assert result.cache["mode"] == "memory" and len(result.history) == 2
 
 
+@pytest.mark.parametrize("first_tuned", [1, 2, 3])
+def test_split_forward_equals_the_full_forward_on_deberta_v2_with_its_convolution(first_tuned):
+    """DeBERTa-v2's encoder runs a convolution after its first layer (conv_kernel_size > 0, as in
+    deberta-v2-xlarge): a window starting above layer 1 must not run it a second time."""
+    from transformers import AutoConfig, AutoModel
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("deberta-v2", **TINY_KWARGS["deberta-v2"], conv_kernel_size=3)
+    backbone = AutoModel.from_config(config).eval()
+    assert backbone.encoder.conv is not None
+    selection = select_layers(SelectConfig(name="manual", head_layer=4, last_tuned_layer=4, k=5 - first_tuned), 4)
+    assert selection.first_tuned == first_tuned
+    model = LayerClassifier(truncate(backbone, 4), selection, num_labels=2).eval()
+    ids = torch.randint(5, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    inputs["attention_mask"][1, -3:] = 0
+    with torch.no_grad():
+        assert torch.allclose(split_forward(model, inputs), model(**inputs), atol=1e-6)
+    assert model.backbone.encoder.conv is not None  # put back after the split forward
+
+
 def test_training_learns_and_is_deterministic(tmp_path):
     _, first = fit("off", tmp_path / "a", select=SelectConfig(name="top", k=2), epochs=8)
     _, second = fit("off", tmp_path / "b", select=SelectConfig(name="top", k=2), epochs=8)
