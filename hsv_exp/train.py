@@ -13,6 +13,7 @@ change), so they are never the best epoch.
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import resource
@@ -35,6 +36,8 @@ from hsv_exp.precision import Precision, resolve
 from hsv_exp.regularizers.mvcr import extra_train_flops_per_token
 from hsv_exp.strategy_config import RegularizerConfig, ae_only_epochs
 from hsv_exp.tuning.state import trainable_state
+
+logger = logging.getLogger("hsv_exp")
 
 
 @dataclass
@@ -61,6 +64,13 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB; process peak RSS
+
+
+def epoch_line(record: dict) -> str:
+    """One epoch's record as the run log shows it: train loss, every eval metric, seconds."""
+    metrics = [f"{key} {value:.4f}" for key, value in record.items() if "/" in key and not key.startswith(("train/", "time/"))]
+    phase = [f"({record['phase']})"] if "phase" in record else []
+    return ", ".join([f"train/loss {record['train/loss']:.4f}", *metrics, f"{record['epoch_time_s']:.0f} s"] + phase)
 
 
 def epoch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> np.ndarray:
@@ -315,6 +325,7 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
                 result.history.append(record)
                 result.epoch_times_s.append(epoch_time)
                 log(record)
+                logger.info("epoch %d: %s", epoch, epoch_line(record))
                 losses, extra_losses = [], {}
                 save(epoch + 1, 0)
     finally:

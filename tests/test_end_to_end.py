@@ -2,6 +2,7 @@
 run that is read back with W&B's own CLI (no mocks)."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -86,5 +87,8 @@ def test_head_init_from_the_command_line(tmp_path, glue_dir):
     assert metrics["head_init"]["epochs"] == 1 and metrics["head_init"]["settings"]["method"] == "bitfit"
     assert compute["precision"]["requested"] == "auto" and compute["precision"]["dtype"] in ("fp32", "bf16")
     assert (run_dir / "head_init" / "head_init.pt").is_file() and not (run_dir / "checkpoint").exists()
+    # The run log has a line per epoch of both stages, with W&B off as here
+    epochs = re.findall(r"epoch (\d+): train/loss [\d.]+, dev/accuracy [\d.]+, \d+ s", (run_dir / "hsv_exp.log").read_text())
+    assert epochs == ["1", "1", "2"]
     again = hsv(run_dir, *overrides)
     assert again.returncode == 0 and "already complete" in again.stdout + again.stderr
