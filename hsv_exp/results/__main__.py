@@ -2,6 +2,7 @@
 
     python -m hsv_exp.results multirun/2025-01-01 outputs/ --out results/<study> [--notes FILE]
     python -m hsv_exp.results multirun/lowres --out results/lowres --report lowres   # runs.csv, tables.md, score_vs_n.png
+    python -m hsv_exp.results multirun/pilot --out results/pilot --report pilot      # runs.csv, curves.md, curves.png
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 from hsv_exp.errors import HsvError
-from hsv_exp.results import lowres, study
+from hsv_exp.results import lowres, pilot, study
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,15 +21,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="study folder, e.g. results/<study>")
     parser.add_argument("--notes", type=Path, help="a hand-written markdown file put at the top of summary.md "
                         "(the study's findings, citing the generated tables)")
-    parser.add_argument("--report", choices=("study", "lowres"), default="study",
+    parser.add_argument("--report", choices=("study", "lowres", "pilot"), default="study",
                         help="study: the GLUE study's summary.md, claims and figures (default); lowres: the low-resource "
-                        "study's tables.md (per task, N and condition, and its claims) and score_vs_n.png")
+                        "study's tables.md (per task, N and condition, and its claims) and score_vs_n.png; pilot: "
+                        "the learned study's pilot, curves.md (dev score per epoch and lr, per task) and curves.png")
     args = parser.parse_args(argv)
-    if args.report == "lowres" and args.notes:
-        parser.error("--notes is for --report study: the low-resource findings are written by hand in <out>/summary.md")
+    if args.report != "study" and args.notes:
+        parser.error("--notes is for --report study: the low-resource and pilot findings are written by hand in <out>/summary.md")
     try:
         if args.report == "lowres":
             runs, written = lowres.aggregate(args.dirs, args.out)
+        elif args.report == "pilot":
+            runs, written = pilot.aggregate(args.dirs, args.out)
         else:
             runs, written = study.aggregate(args.dirs, args.out, notes=args.notes)
     except HsvError as exc:
