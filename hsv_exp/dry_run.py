@@ -1,6 +1,6 @@
 """`dry_run=true`: list what a command would do, job by job, and write nothing anywhere.
 
-    python -m hsv_exp -m -cd sweeps -cn study dry_run=true
+    python -m hsv_exp -m -cd sweeps -cn study_1k dry_run=true
 
 prints one line per job, `[dry-run] <run dir>  <state>`, where state is one of
   complete                   metrics.json of this config is there: the job is skipped
@@ -18,7 +18,7 @@ is then computed exactly as Hydra does. The fingerprints this gives are checked 
 composes (tests/test_fingerprints.py through scripts/study_fingerprints.py, which uses `job_configs`).
 A sweep of PARALLEL_FROM jobs or more is listed by one forked process per CPU, each taking whole
 group combinations; the lines are printed in job order. The 450-job study lists in 18-21 s on a
-2-core machine (`python -m hsv_exp -m -cd sweeps -cn study dry_run=true`; 126 s with Hydra's
+2-core machine (`python -m hsv_exp -m -cd sweeps -cn study_1k dry_run=true`; 126 s with Hydra's
 own launcher, which also wrote every job's .hydra/).
 """
 

@@ -115,7 +115,7 @@ def jobs(phase: str) -> list[tuple]:
                                                                             "head_lr=2e-2,warmup=0,dropout=0"))
                 and not (task == "sst2" and method == "full" and variant == "head_lr=1e-1")]
     if phase in ("budget", "budget_k2"):
-        # The study's own runs are the baseline (results/study/runs.csv, the same settings and seed); only
+        # The study's own runs are the baseline (results/study_1k/runs.csv, the same settings and seed); only
         # the candidates run here. HEAD_RECIPE_JOBS: JSON list of [task, method, variant, [overrides]].
         k = 1 if phase == "budget" else 2
         return [(phase, task, method, k, variant, overrides, 1000, 2, 16, 0)
@@ -137,8 +137,8 @@ def jobs(phase: str) -> list[tuple]:
 
 
 def study_baseline(k: int = 1, seed: int = 0) -> dict[tuple[str, str], tuple[float, str]]:
-    """results/study/runs.csv (the study's top_k runs at this budget): (task, method) -> (last-epoch main metric, loss)."""
-    rows = csv.DictReader(io.StringIO((ROOT / "results" / "study" / "runs.csv").read_text()))
+    """results/study_1k/runs.csv (the study's top_k runs at this budget): (task, method) -> (last-epoch main metric, loss)."""
+    rows = csv.DictReader(io.StringIO((ROOT / "results" / "study_1k" / "runs.csv").read_text()))
     return {(row["task"], row["tuning"]): (float(row["last_main"]), row["last/train/loss"],
                                            " ".join(f"{key[9:]}={float(value):.4f}" for key, value in row.items()
                                                     if key.startswith("last/dev/") and value))
@@ -151,7 +151,7 @@ def table(header: list[str], rows: list[list]) -> str:
 
 
 def summary(rows: list[dict]) -> str:
-    """runs.csv (+ head_only.csv, results/study) -> summary.md tables."""
+    """runs.csv (+ head_only.csv, results/study_1k) -> summary.md tables."""
     out = ["# Head recipe (issue 13): measurements\n", "Every number below comes from `results/head_recipe/runs_*.csv` "
            "(its `command` column is the exact command of each run) or the files named.\n"]
     diag = [row for row in rows if row["phase"] == "diagnose" and row["score"] != "failed"]
@@ -165,7 +165,7 @@ def summary(rows: list[dict]) -> str:
             continue
         before = study_baseline(k)
         out.append(f"## Study budget: 1,000 examples, 2 epochs, batch 16, select=top k={k}, seed 0\n")
-        out.append("before = results/study/runs.csv (the study's `top_k%d` run, seed 0, last epoch); "
+        out.append("before = results/study_1k/runs.csv (the study's `top_k%d` run, seed 0, last epoch); "
                    "after = the candidate head settings (runs_budget*.csv).\n" % k)
         out.append(table(["task", "method", "variant", "metric", "before", "after", "change", "before: all dev metrics", "after: all dev metrics",
                           "train loss before (last epoch)", "train loss after (per epoch)"],

@@ -3,7 +3,7 @@
     python scripts/study_fingerprints.py [sweep name] [--every N]
 
 GLUE_DIR is fixed to /glue so the output does not depend on where the data lives. The fingerprints
-of sweeps/study.yaml are kept in tests/data/study_fingerprints.txt: a refactor that changes one would
+of sweeps/study_1k.yaml are kept in tests/data/study_1k_fingerprints.txt: a refactor that changes one would
 make relaunching the study retrain (or refuse) runs that are already complete.
 """
 
@@ -49,7 +49,7 @@ def fingerprints(sweep: str, every: int = 1) -> list[tuple[str, str]]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", nargs="?", default="study")
+    parser.add_argument("sweep", nargs="?", default="study_1k")
     parser.add_argument("--every", type=int, default=1, help="only every N-th job")
     args = parser.parse_args()
     for overrides, fingerprint in fingerprints(args.sweep, args.every):

@@ -12,10 +12,10 @@ from hsv_exp.config import EXECUTION, NOT_SEMANTIC, keys_marked  # noqa: E402
 
 
 def test_study_fingerprints_are_unchanged():
-    expected = dict(line.rsplit(" ", 1) for line in (REPO / "tests/data/study_fingerprints.txt").read_text().splitlines())
+    expected = dict(line.rsplit(" ", 1) for line in (REPO / "tests/data/study_1k_fingerprints.txt").read_text().splitlines())
     assert len(expected) == 450
     every = 7  # a sample that still covers every task, method and condition (7 is prime to 10, 3 and 5)
-    for overrides, fingerprint in fingerprints("study", every):
+    for overrides, fingerprint in fingerprints("study_1k", every):
         assert expected[overrides] == fingerprint, overrides
 
 
