@@ -32,6 +32,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: not is_slurm_module(item.nodeid.split("::", 1)[0]))  # stable: the rest keep their order
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest without pytest-xdist (scripts/gpu_check.sh) ignores it
 def pytest_xdist_make_scheduler(config, log):
     """make test's pytest-xdist workers (-n auto) take whole test modules, so a module's fixtures run
     once; the SLURM modules are one unit, so one worker starts the one one-node cluster (slurm_env)."""
