@@ -28,7 +28,7 @@ from hsv_exp.user_cache import cache_root
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = ["model=minilm", "select=top", "select.k=2", "tuning=full", "task.max_train_examples=1000",
-            "train.epochs=2", "train.batch_size=16", "train.num_threads=1", "logger=none"]
+            "train.epochs=2", "train.batch_size=16", "train.lr=5e-5", "train.num_threads=1", "logger=none"]
 
 
 def run(work: Path, task: str, seed: int, precision: str) -> dict:

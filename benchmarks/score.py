@@ -81,12 +81,19 @@ def configurations(trainer_bf16: bool) -> list[Configuration]:
     return configs
 
 
+# The budget results/bench/score_cpu.* were measured at (the task configs' until issue 12 gave them the
+# whole-split study's): pinned here so the benchmark keeps measuring the same thing. --epochs still overrides.
+BENCH_BUDGET = {"rte": ["train.epochs=3", "train.batch_size=16", "train.lr=5e-5"],
+                "mrpc": ["train.epochs=3", "train.batch_size=16", "train.lr=5e-5"],
+                "sst2": ["train.epochs=2", "train.batch_size=32", "train.lr=5e-5"]}
+
+
 @dataclass(frozen=True)
 class Options:
     tasks: tuple[str, ...] = ("rte", "mrpc", "sst2")
     model: str = "minilm"  # conf/model/<model>.yaml
     num_examples: int = 8000  # task.max_train_examples
-    epochs: int | None = None  # None: the task's (conf/task/<task>.yaml)
+    epochs: int | None = None  # None: BENCH_BUDGET's, else the task's (conf/task/<task>.yaml)
     max_eval_examples: int | None = None  # None: the whole dev split
     k: int = 2
     seed: int = 0
@@ -108,7 +115,7 @@ class Options:
         """What every process of `task` is given (hsv_exp runs and, composed the same way, the Trainer's)."""
         return [f"task={task}", f"model={self.model}", f"task.max_train_examples={self.num_examples}", f"seed={self.seed}",
                 f"train.num_threads={self.threads}", f"train.device={self.device}", "logger=none",
-                *([f"train.epochs={self.epochs}"] if self.epochs else []),
+                *BENCH_BUDGET.get(task, []), *([f"train.epochs={self.epochs}"] if self.epochs else []),
                 *([f"task.max_eval_examples={self.max_eval_examples}"] if self.max_eval_examples else [])]
 
 

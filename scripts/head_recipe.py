@@ -27,7 +27,7 @@ from hsv_exp.atomic import write_atomic
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "head_recipe"
 RUNS = Path(os.environ.get("HEAD_RECIPE_RUNS", "/tmp/head_recipe_runs"))
-METHOD_LR = {"adapter": 5e-4, "lora": 5e-4}  # conf/tuning/*.yaml; full uses the task's train.lr
+METHOD_LR = {"adapter": 5e-4, "lora": 5e-4}  # conf/tuning/*.yaml; full: train.lr 5e-5, pinned in command() (the task configs' lr is the whole-split study's)
 # HEAD_RECIPE_TASKS=sst2,cola: only these tasks of a phase (two runners on disjoint tasks, each its own csv).
 TASKS = os.environ.get("HEAD_RECIPE_TASKS", "")
 SUFFIX = f"_{TASKS.replace(',', '_')}" if TASKS else ""
@@ -51,7 +51,7 @@ def command(task: str, method: str, k: int, examples: int, epochs: int, batch: i
     select = [o for o in overrides if o.startswith("select=")] or ["select=top"]  # a variant may choose the selection
     overrides = [o for o in overrides if not o.startswith("select=")]
     return [sys.executable, "-m", "hsv_exp", f"task={task}", "model=minilm", f"tuning={method}", *select,
-            f"select.k={k}", f"task.max_train_examples={examples}", f"train.epochs={epochs}",
+            f"select.k={k}", f"task.max_train_examples={examples}", f"train.epochs={epochs}", "train.lr=5e-5",
             *([f"train.batch_size={batch}"] if batch else []), f"seed={seed}", "train.num_threads=1", "logger=none",
             *overrides, f"hydra.run.dir={run_dir}"]
 
