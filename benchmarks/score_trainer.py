@@ -7,7 +7,7 @@ SPEC: {"overrides": [...], "tuning": "full" | "lora", "bf16": bool}. The overrid
 benchmark gives `python -m hsv_exp` (task, model, task.max_train_examples, seed, train.*), composed
 from conf/ into hsv_exp's Config, so the Trainer reads exactly the examples a run does
 (`hsv_exp.run.load_data`: the same stratified subsample), tokenized by `hsv_exp.data.encode` with
-the same max_length, with the same batch size, lr (tuning.lr or train.lr), epochs, warm-up and
+the same max_length, with the same batch size, lr (Config.body_lr), epochs, warm-up and
 decay. The Trainer's own best settings on top: length-grouped batches, fused AdamW, evaluation
 after every epoch; dev scores come from hsv_exp.glue_metrics, as a run's do.
 
@@ -77,7 +77,7 @@ def run(spec: dict) -> dict:
     clock = Clock()
     output_dir = tempfile.mkdtemp(prefix="hsv_score_hf_")
     args = hf_trainer.arguments(
-        cfg.train, cfg.tuning.lr or cfg.train.lr, cfg.seed, device, output_dir, eval_strategy="epoch",
+        cfg.train, cfg.body_lr, cfg.seed, device, output_dir, eval_strategy="epoch",
         per_device_eval_batch_size=cfg.train.eval_batch_size, train_sampling_strategy="group_by_length",
         optim="adamw_torch_fused", dataloader_num_workers=0, bf16=spec["bf16"])
     trainer = hf_trainer.trainer(model, args, hf_trainer.rows(train, task), tokenizer, [clock],

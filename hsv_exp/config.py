@@ -316,6 +316,11 @@ class Config:
     # `reused_from`, instead of training the identical model again.
     reuse_equivalent_runs: bool = field(default=True, metadata=NOT_SEMANTIC)
 
+    @property
+    def body_lr(self) -> float:
+        """The lr the encoder's trained parameters take (the head's: train.head_lr)."""
+        return body_lr(self.tuning.lr, self.train.lr)
+
     def __post_init__(self) -> None:
         if self.stage not in ("scan", "train", "all"):
             raise ConfigError(f"stage must be scan|train|all, got {self.stage}")
@@ -338,6 +343,11 @@ class Config:
         elif self.select.k == 0 and self.select.name != "all":
             raise ConfigError(f"select.k=0 (an empty window) trains only the head: use tuning=probe or tuning=linear_probe, "
                               f"not tuning={self.tuning.name}")
+
+
+def body_lr(tuning_lr: float | None, train_lr: float) -> float:
+    """The one rule of the body's lr: the method's tuning.lr where it sets one (PET methods), else train.lr."""
+    return tuning_lr or train_lr
 
 
 # The schema-bound forms of hsv_exp.config_keys that every caller uses.

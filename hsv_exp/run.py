@@ -160,7 +160,7 @@ def train_stage(ctx: RunContext, truncated: Truncated, selection: Selection, tok
     cfg = ctx.cfg
     train_encoded = data_lib.encode(tokenizer, data.train, cfg.train.max_length)
     eval_encoded = {name: data_lib.encode(tokenizer, split, cfg.train.max_length) for name, split in data.eval_splits.items()}
-    train_cfg = replace(cfg.train, lr=cfg.tuning.lr or cfg.train.lr)
+    train_cfg = replace(cfg.train, lr=cfg.body_lr)
     precision = resolve(cfg.train.precision, ctx.device)
     log.info("precision %s (train.precision=%s): %s", precision.name, cfg.train.precision, precision.reason)
     ctx.tracker.summary({"precision": precision.name})

@@ -23,8 +23,8 @@ import yaml
 from hsv_exp.atomic import write_atomic, write_figure, write_text
 from hsv_exp.results.claims import delta_cell, layers_label, paired_delta
 from hsv_exp.results.plots import grid
-from hsv_exp.results.runs import Condition, Run, condition_notes, find_runs, main_key
-from hsv_exp.results.study import write_outputs
+from hsv_exp.results.outputs import read_runs, write_outputs
+from hsv_exp.results.runs import Condition, Run, condition_notes, main_key
 from hsv_exp.results.tables import fmt, mean_std, run_list
 
 WHOLE = "whole model"
@@ -336,11 +336,8 @@ def score_vs_n_figure(found: dict[Cell, Condition]):
 
 def aggregate(dirs: Iterable[Path], out: Path, command: str | None = None) -> tuple[list[Run], list[Path]]:
     """Read every run under `dirs`, write runs.csv, tables.md and score_vs_n.png into `out`."""
-    dirs = [Path(d) for d in dirs]
-    runs = find_runs(dirs)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    command = command or f"python -m hsv_exp.results {' '.join(map(str, dirs))} --out {out} --report lowres"
+    runs, out, default_command = read_runs(dirs, out, "lowres")
+    command = command or default_command
     found = cells(runs)
     outputs = {
         "runs.csv": lambda p: write_csv(runs, p),

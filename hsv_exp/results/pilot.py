@@ -12,16 +12,17 @@ from pathlib import Path
 from typing import Iterable
 
 from hsv_exp.atomic import write_figure, write_text
+from hsv_exp.config import body_lr
 from hsv_exp.results.plots import grid
-from hsv_exp.results.runs import Run, find_runs, main_key
-from hsv_exp.results.study import write_outputs
+from hsv_exp.results.outputs import read_runs, write_outputs
+from hsv_exp.results.runs import Run, main_key
 from hsv_exp.results.tables import run_list, write_csv
 
 
 def lr_of(run: Run) -> float:
-    """The lr the body trained at: the method's tuning.lr where it sets one, else train.lr."""
+    """The lr the body trained at (hsv_exp.config.body_lr of the run's saved config)."""
     config = run.info["config"]
-    return float(config.get("tuning", {}).get("lr") or config["train"]["lr"])
+    return float(body_lr(config.get("tuning", {}).get("lr"), config["train"]["lr"]))
 
 
 def curves(runs: list[Run]) -> dict[str, list[tuple[float, Run]]]:
@@ -79,11 +80,8 @@ def curves_figure(found: dict[str, list[tuple[float, Run]]]):
 
 def aggregate(dirs: Iterable[Path], out: Path, command: str | None = None) -> tuple[list[Run], list[Path]]:
     """Read every run under `dirs`, write runs.csv, curves.md and curves.png into `out`."""
-    dirs = [Path(d) for d in dirs]
-    runs = find_runs(dirs)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    command = command or f"python -m hsv_exp.results {' '.join(map(str, dirs))} --out {out} --report pilot"
+    runs, out, default_command = read_runs(dirs, out, "pilot")
+    command = command or default_command
     found = curves(runs)
     outputs = {
         "runs.csv": lambda p: write_csv(runs, p),

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from hsv_exp.atomic import write_figure, write_text
 from hsv_exp.errors import DataError
 from hsv_exp.results import plots
 from hsv_exp.results.claims import claims_markdown, headline_markdown
-from hsv_exp.results.runs import Run, conditions, find_runs, robustness_tasks, scan_curves
+from hsv_exp.results.outputs import Writer, read_runs, write_outputs
+from hsv_exp.results.runs import Run, conditions, robustness_tasks, scan_curves
 from hsv_exp.results.tables import condition_table, robustness_markdown, run_list, scan_lines, write_csv
 
 
@@ -44,19 +45,15 @@ def summary_markdown(runs: list[Run], command: str, notes: str | None = None) ->
 
 def aggregate(dirs: Iterable[Path], out: Path, command: str | None = None, notes: Path | None = None) -> tuple[list[Run], list[Path]]:
     """Read every run under `dirs`, write the study's files into `out`; returns (runs, files written)."""
-    dirs = [Path(d) for d in dirs]
-    runs = find_runs(dirs)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    command = command or (f"python -m hsv_exp.results {' '.join(map(str, dirs))} --out {out}"
-                          + (f" --notes {notes}" if notes else ""))
+    runs, out, default_command = read_runs(dirs, out, "study", f" --notes {notes}" if notes else "")
+    command = command or default_command
     try:
         notes_text = Path(notes).read_text() if notes else None
     except OSError as exc:
         raise DataError(f"--notes {notes}: cannot read ({exc.strerror})") from exc
     curves, conds = scan_curves(runs), conditions(runs)
     robust = robustness_tasks(curves)
-    outputs: dict[str, Callable[[Path], None] | None] = {
+    outputs: dict[str, Writer | None] = {
         "runs.csv": lambda p: write_csv(runs, p),
         "headline.md": (lambda p: write_text(p, headline_markdown(runs))) if any(
             c.select == "variability" for c in conds) else None,
@@ -67,16 +64,3 @@ def aggregate(dirs: Iterable[Path], out: Path, command: str | None = None, notes
         "robustness.png": (lambda p: write_figure(p, plots.robustness_figure(curves, robust))) if robust else None,
     }
     return runs, write_outputs(out, outputs)
-
-
-def write_outputs(out: Path, outputs: dict[str, Callable[[Path], None] | None]) -> list[Path]:
-    """Write each output file (name -> writer); a None writer removes that file, as a stale one from an
-    earlier aggregation of more runs would mislead. -> the paths written."""
-    written = []
-    for name, write in outputs.items():
-        if write is not None:
-            write(out / name)
-            written.append(out / name)
-        else:
-            (out / name).unlink(missing_ok=True)
-    return written

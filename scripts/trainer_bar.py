@@ -1,0 +1,93 @@
+"""Issue 12's bar for "learned": whole-model full fine-tuning in hsv_exp must match what the Hugging
+Face Trainer reaches on the same data and epochs, and clearly beat the majority class.
+
+    python scripts/trainer_bar.py                 # runs the Trainer on each task (skips finished ones), then the table
+    python scripts/trainer_bar.py --tasks rte     # one task
+    python scripts/trainer_bar.py --report-only   # the table from what has run
+
+Each Trainer run is `python -m benchmarks.score_trainer` (the time-to-score benchmark's Trainer, bf16
+autocast as `train.precision=auto` picks on a CPU with bf16) on the study's composed budget: the task
+config's epochs, lr and batch, the whole train split (SST-2: task=sst2_8k), seed 0, one thread.
+Results: ~/.cache/hsv_exp/trainer_bar/<task>.json. The hsv_exp side is the study's own run
+(multirun/study_full/+condition=all,seed=0,task=T,tuning=full/metrics.json). Table: results/study/trainer_bar.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hsv_exp.atomic import write_text
+from hsv_exp.user_cache import cache_root
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = ("rte", "mrpc", "stsb", "cola", "sst2_8k")
+STUDY = REPO / "multirun" / "study_full"
+WORK = cache_root() / "trainer_bar"
+
+
+def trainer_result(task: str) -> Path:
+    return WORK / f"{task}.json"
+
+
+def run_trainer(task: str) -> None:
+    if trainer_result(task).is_file():
+        return
+    WORK.mkdir(parents=True, exist_ok=True)
+    spec = WORK / f"{task}.spec.json"
+    spec.write_text(json.dumps({"overrides": [f"task={task}", "model=minilm", "seed=0", "train.num_threads=1", "logger=none"],
+                                "tuning": "full", "bf16": True}))
+    print(f"trainer_bar: {task} ...", flush=True)
+    subprocess.run([sys.executable, "-m", "benchmarks.score_trainer", str(spec), str(trainer_result(task))], cwd=REPO, check=True)
+
+
+def last_and_best(scores: list[float]) -> str:
+    best = max(range(len(scores)), key=scores.__getitem__)
+    return f"{100 * scores[-1]:.1f} (best {100 * scores[best]:.1f}, ep {best + 1})"
+
+
+def row(task: str) -> str:
+    cells = [task]
+    if trainer_result(task).is_file():
+        result = json.loads(trainer_result(task).read_text())
+        metric = result["main_metric"]
+        cells.append(last_and_best([point["metrics"][metric] for point in result["points"]]))
+        cells.append(f"{sum(result['epoch_train_s']):.0f}")
+    else:
+        cells += ["not run", ""]
+    ours = STUDY / f"+condition=all,seed=0,task={task},tuning=full" / "metrics.json"
+    if ours.is_file():
+        metrics = json.loads(ours.read_text())
+        cells.append(last_and_best([epoch[metrics["optimized_metric"]] for epoch in metrics["history"]]))
+    else:
+        cells.append("not run")
+    return "| " + " | ".join(cells) + " |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    tasks = args.tasks.split(",")
+    if unknown := sorted(set(tasks) - set(TASKS)):
+        parser.error(f"--tasks: unknown {', '.join(unknown)} (choose from {', '.join(TASKS)})")
+    if not args.report_only:
+        for task in tasks:
+            run_trainer(task)
+    lines = ["# Whole-model full fine-tuning: the Hugging Face Trainer beside hsv_exp (issue 12's bar)", "",
+             "`python scripts/trainer_bar.py` (seed 0, the task configs' budget, one thread, bf16 autocast). "
+             "Dev main metric ×100, last epoch (best epoch).", "",
+             "| task | Trainer | Trainer training s | hsv_exp (study run) |", "|---|---|---|---|",
+             *(row(task) for task in TASKS)]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    write_text(REPO / "results" / "study" / "trainer_bar.md", text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
