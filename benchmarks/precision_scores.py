@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
-import os
 import statistics
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hsv_exp.atomic import write_atomic
+from hsv_exp.cli import run_in_child
 from hsv_exp.user_cache import cache_root
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,16 +31,14 @@ SETTINGS = ["model=minilm", "select=top", "select.k=2", "tuning=full", "task.max
 
 def run(work: Path, task: str, seed: int, precision: str) -> dict:
     run_dir = work / f"{task}-s{seed}-{precision}"
-    argv = [sys.executable, "-m", "hsv_exp", f"task={task}", *SETTINGS, f"seed={seed}", f"train.precision={precision}"]
-    if not (run_dir / "metrics.json").is_file():
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-        subprocess.run([*argv, f"hydra.run.dir={run_dir}"], cwd=REPO, env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    overrides = [f"task={task}", *SETTINGS, f"seed={seed}", f"train.precision={precision}"]
+    metrics = run_in_child(overrides, run_dir)
+    if metrics is None:
+        raise SystemExit(f"error: python -m hsv_exp {' '.join(overrides)} did not complete (log: {run_dir}/hsv_exp.log)")
     key = metrics["optimized_metric"]
     return {"task": task, "seed": seed, "precision": precision, "metric": key, "score": metrics["last"][key],
             "chosen": metrics["compute"]["precision"]["dtype"], "train_time_s": round(metrics["compute"]["train_time_s"], 1),
-            "command": "python -m hsv_exp " + " ".join(argv[3:])}
+            "command": "python -m hsv_exp " + " ".join(overrides)}
 
 
 def report(rows: list[dict], command: str) -> str:

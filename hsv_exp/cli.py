@@ -6,10 +6,14 @@ failed.json into its run dir and returns, so the rest of the sweep goes on.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
 import sys
 import traceback
 from pathlib import Path
+from typing import Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -98,3 +102,15 @@ def main() -> None:
             args = ["--multirun", *args, "hydra.sweeper.single=true"]
         sys.argv = [sys.argv[0], *args, "hydra/sweeper=hsv_dry_run"]
     _hydra_main()
+
+
+def run_in_child(overrides: Sequence[str], run_dir: Path, timeout: float | None = None) -> dict | None:
+    """`python -m hsv_exp <overrides> hydra.run.dir=<run_dir>` in its own process (offline, W&B disabled,
+    output discarded: the run dir keeps the log), unless `run_dir` already holds a finished run, so a
+    script of many runs can be relaunched. -> the run's metrics.json, or None where it did not complete."""
+    metrics = Path(run_dir) / "metrics.json"
+    if not metrics.is_file():
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+        subprocess.run([sys.executable, "-m", "hsv_exp", *overrides, f"hydra.run.dir={run_dir}"], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
+    return json.loads(metrics.read_text()) if metrics.is_file() else None

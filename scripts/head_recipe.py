@@ -2,7 +2,7 @@
 
 Every run is a plain `python -m hsv_exp ... logger=none train.num_threads=1` (the command is kept in
 the csv), two at a time; finished runs (metrics.json present) are not run again, so the script can
-be re-run after an interruption or with more variants. Results are appended to
+be re-run after an interruption or with more variants (hsv_exp.cli.run_in_child). GLUE data: $GLUE_DIR. Results are appended to
 results/head_recipe/runs_<phase>.csv (atomically rewritten after every run).
 
     python scripts/head_recipe.py diagnose   # SST-2 + MRPC, 500 examples, 1 epoch: what holds the head back
@@ -17,12 +17,12 @@ import csv
 import io
 import json
 import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hsv_exp.atomic import write_atomic
+from hsv_exp.cli import run_in_child
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "head_recipe"
@@ -47,13 +47,14 @@ DIAGNOSE = {
 
 
 def command(task: str, method: str, k: int, examples: int, epochs: int, batch: int | None, seed: int,
-            overrides: list[str], run_dir: Path) -> list[str]:
+            overrides: list[str]) -> list[str]:
+    """The run's overrides of `python -m hsv_exp`."""
     select = [o for o in overrides if o.startswith("select=")] or ["select=top"]  # a variant may choose the selection
     overrides = [o for o in overrides if not o.startswith("select=")]
-    return [sys.executable, "-m", "hsv_exp", f"task={task}", "model=minilm", f"tuning={method}", *select,
+    return [f"task={task}", "model=minilm", f"tuning={method}", *select,
             f"select.k={k}", f"task.max_train_examples={examples}", f"train.epochs={epochs}", "train.lr=5e-5",
             *([f"train.batch_size={batch}"] if batch else []), f"seed={seed}", "train.num_threads=1", "logger=none",
-            *overrides, f"hydra.run.dir={run_dir}"]
+            *overrides]
 
 
 def run_dir_of(phase, task, method, k, variant, examples, epochs, batch, seed) -> Path:
@@ -73,16 +74,11 @@ def dev_metrics(row: dict) -> str:
 def run_one(phase: str, task: str, method: str, k: int, variant: str, overrides: list[str], examples: int,
             epochs: int, batch: int | None, seed: int) -> dict:
     run_dir = run_dir_of(phase, task, method, k, variant, examples, epochs, batch, seed)
-    argv = command(task, method, k, examples, epochs, batch, seed, overrides, run_dir)
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-        env.setdefault("GLUE_DIR", "/work/shared/glue")
-        subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
-    shown = "python -m hsv_exp " + " ".join(argv[3:-1])
-    if not metrics_path.is_file():
+    argv = command(task, method, k, examples, epochs, batch, seed, overrides)
+    metrics = run_in_child(argv, run_dir, timeout=1800)
+    shown = "python -m hsv_exp " + " ".join(argv)
+    if metrics is None:
         return {"phase": phase, "task": task, "method": method, "k": k, "variant": variant, "score": "failed", "command": shown}
-    metrics = json.loads(metrics_path.read_text())
     key = metrics["optimized_metric"]
     history = metrics["history"]
     return {"phase": phase, "task": task, "method": method, "k": k, "variant": variant, "examples": examples,

@@ -92,3 +92,19 @@ def test_head_init_from_the_command_line(tmp_path, glue_dir):
     assert epochs == ["1", "1", "2"]
     again = hsv(run_dir, *overrides)
     assert again.returncode == 0 and "already complete" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_run_in_child_runs_once_and_reports_what_did_not_complete(tmp_path, glue_dir):
+    """The helper the scripts of many runs share (head_recipe, precision_scores): a finished run dir is
+    read back, not run again; a run that fails gives None."""
+    from hsv_exp.cli import run_in_child
+
+    overrides = ["task=rte", "model=tiny", "tuning=full", "select=top", "select.k=1", f"task.glue_dir={glue_dir}",
+                 "task.max_train_examples=32", "task.max_eval_examples=32", "train.epochs=1", "logger=none"]
+    metrics = run_in_child(overrides, tmp_path / "run")
+    assert metrics is not None and metrics["status"] == "complete" and metrics["task"] == "rte"
+    written = (tmp_path / "run" / "metrics.json").stat().st_mtime_ns
+    assert run_in_child(overrides, tmp_path / "run") == metrics
+    assert (tmp_path / "run" / "metrics.json").stat().st_mtime_ns == written  # not run again
+    assert run_in_child([*overrides[:-1], "train.epochs=0"], tmp_path / "bad") is None
