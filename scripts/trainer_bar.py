@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from hsv_exp.atomic import write_text
 from hsv_exp.user_cache import cache_root
 
@@ -49,8 +51,23 @@ def last_and_best(scores: list[float]) -> str:
     return f"{100 * scores[-1]:.1f} (best {100 * scores[best]:.1f}, ep {best + 1})"
 
 
+def majority(task: str) -> str:
+    """The dev main metric of predicting the training split's most frequent class (regression: none)."""
+    from hsv_exp import glue_metrics
+    from hsv_exp.cli import compose
+    from hsv_exp.run import load_data
+
+    cfg = compose([f"task={task}", "seed=0", "logger=none"])
+    if cfg.task.is_regression:
+        return "— (constant: undefined)"
+    data = load_data(cfg)
+    labels = data.eval_splits[cfg.task.eval_splits[0]].labels
+    predicted = np.full_like(labels, np.bincount(data.train.labels).argmax())
+    return f"{100 * glue_metrics.compute([cfg.task.main_metric], predicted, labels)[cfg.task.main_metric]:.1f}"
+
+
 def row(task: str) -> str:
-    cells = [task]
+    cells = [task, majority(task)]
     if trainer_result(task).is_file():
         result = json.loads(trainer_result(task).read_text())
         metric = result["main_metric"]
@@ -81,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# Whole-model full fine-tuning: the Hugging Face Trainer beside hsv_exp (issue 12's bar)", "",
              "`python scripts/trainer_bar.py` (seed 0, the task configs' budget, one thread, bf16 autocast). "
              "Dev main metric ×100, last epoch (best epoch).", "",
-             "| task | Trainer | Trainer training s | hsv_exp (study run) |", "|---|---|---|---|",
+             "| task | majority class | Trainer | Trainer training s | hsv_exp (study run) |", "|---|---|---|---|---|",
              *(row(task) for task in TASKS)]
     text = "\n".join(lines) + "\n"
     print(text)
