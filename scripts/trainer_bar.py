@@ -8,13 +8,16 @@ Face Trainer reaches on the same data and epochs, and clearly beat the majority 
 Each Trainer run is `python -m benchmarks.score_trainer` (the time-to-score benchmark's Trainer, bf16
 autocast as `train.precision=auto` picks on a CPU with bf16) on the study's composed budget: the task
 config's epochs, lr and batch, the whole train split (SST-2: task=sst2_8k), seed 0, one thread.
-Results: ~/.cache/hsv_exp/trainer_bar/<task>.json. The hsv_exp side is the study's own run
-(multirun/study_full/+condition=all,seed=0,task=T,tuning=full/metrics.json). Table: results/study/trainer_bar.md.
+Results: ~/.cache/hsv_exp/trainer_bar/<task>.json. The hsv_exp side: the pilot's run of the same
+config (results/pilot/runs.csv) and the study's own run
+(multirun/study_full/+condition=all,seed=0,task=T,tuning=full/metrics.json; the two agree to the
+last digit where both exist: runs are deterministic on one machine). Table: results/study/trainer_bar.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -28,6 +31,7 @@ from hsv_exp.user_cache import cache_root
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2_8k")
 STUDY = REPO / "multirun" / "study_full"
+PILOT_RUNS = REPO / "results" / "pilot" / "runs.csv"
 WORK = cache_root() / "trainer_bar"
 
 
@@ -66,6 +70,19 @@ def majority(task: str) -> str:
     return f"{100 * glue_metrics.compute([cfg.task.main_metric], predicted, labels)[cfg.task.main_metric]:.1f}"
 
 
+def pilot_run(task: str) -> str:
+    """The pilot's run at the task config's lr and epochs (results/pilot/runs.csv): the same config as
+    the study's whole-model full FT on seed 0 (the pilot sweep pins batch 16, as the study does)."""
+    from hsv_exp.cli import compose
+
+    train = compose([f"task={task}"]).train
+    for run in csv.DictReader(open(PILOT_RUNS, newline="")):
+        settings = dict(part.split("=", 1) for part in Path(run["run_dir"]).name.split(","))
+        if (settings["task"], float(settings["train.lr"]), int(settings["train.epochs"])) == (task, train.lr, train.epochs):
+            return f"{100 * float(run['last_main']):.1f} (best {100 * float(run['best_main']):.1f}, ep {run['best_epoch']})"
+    return "not run"
+
+
 def row(task: str) -> str:
     cells = [task, majority(task)]
     if trainer_result(task).is_file():
@@ -75,6 +92,7 @@ def row(task: str) -> str:
         cells.append(f"{sum(result['epoch_train_s']):.0f}")
     else:
         cells += ["not run", ""]
+    cells.append(pilot_run(task))
     ours = STUDY / f"+condition=all,seed=0,task={task},tuning=full" / "metrics.json"
     if ours.is_file():
         metrics = json.loads(ours.read_text())
@@ -98,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# Whole-model full fine-tuning: the Hugging Face Trainer beside hsv_exp (issue 12's bar)", "",
              "`python scripts/trainer_bar.py` (seed 0, the task configs' budget, one thread, bf16 autocast). "
              "Dev main metric ×100, last epoch (best epoch).", "",
-             "| task | majority class | Trainer | Trainer training s | hsv_exp (study run) |", "|---|---|---|---|---|",
+             "| task | majority class | Trainer | Trainer training s | hsv_exp (pilot run) | hsv_exp (study run) |",
+             "|---|---|---|---|---|---|",
              *(row(task) for task in TASKS)]
     text = "\n".join(lines) + "\n"
     print(text)
