@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slurm
 # 400 examples, batch 2, 24 epochs: 4,800 optimizer steps (200 an epoch), well over SLURM's ~30 s
 # time-limit check period even on an idle machine (1,600 steps took 24.6 s on the shared 2-core CPU;
 # with 16 epochs an idle run once finished before the time-limit signal came).
-STEPS_PER_EPOCH, EPOCHS = 200, 24
+STEPS_PER_EPOCH, EPOCHS = 200, 48  # long enough that no fault lands after the end on a fast idle core (24 did once)
 TRAINING = ["model=tiny", "task=custom", "logger=none", "task.label_names=[a,b]", "select=top", "select.k=2",
             f"train.epochs={EPOCHS}", "train.batch_size=2", "train.lr=1e-3", "train.cache_frozen=off", "train.num_threads=1",
             "train.log_every_steps=1", "train.max_length=16"]
