@@ -1,9 +1,10 @@
 """The head-recipe experiments of issue 13: short runs of each method under candidate head settings.
 
 Every run is a plain `python -m hsv_exp ... logger=none train.num_threads=1` (the command is kept in
-the csv), two at a time; finished runs (metrics.json present) are not run again, so the script can
-be re-run after an interruption or with more variants (hsv_exp.cli.run_in_child). GLUE data: $GLUE_DIR. Results are appended to
-results/head_recipe/runs_<phase>.csv (atomically rewritten after every run).
+the csv), two at a time; finished runs (metrics.json present) are not run again
+(hsv_exp.cli.run_in_child), so the script can be re-run after an interruption or with more
+variants. GLUE data: $GLUE_DIR. Results are appended to results/head_recipe/runs_<phase>.csv
+(atomically rewritten after every run).
 
     python scripts/head_recipe.py diagnose   # SST-2 + MRPC, 500 examples, 1 epoch: what holds the head back
     python scripts/head_recipe.py budget     # the five tasks at the study's budget (1,000 examples, 2 epochs, batch 16)

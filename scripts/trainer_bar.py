@@ -76,7 +76,9 @@ def pilot_run(task: str) -> str:
     from hsv_exp.cli import compose
 
     train = compose([f"task={task}"]).train
-    for run in csv.DictReader(open(PILOT_RUNS, newline="")):
+    with open(PILOT_RUNS, newline="") as f:
+        runs = list(csv.DictReader(f))
+    for run in runs:
         settings = dict(part.split("=", 1) for part in Path(run["run_dir"]).name.split(","))
         if (settings["task"], float(settings["train.lr"]), int(settings["train.epochs"])) == (task, train.lr, train.epochs):
             return f"{100 * float(run['last_main']):.1f} (best {100 * float(run['best_main']):.1f}, ep {run['best_epoch']})"

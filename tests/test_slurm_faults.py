@@ -28,10 +28,10 @@ from test_training import comparable, write_toy_csv
 
 pytestmark = pytest.mark.slurm
 
-# 400 examples, batch 2, 24 epochs: 4,800 optimizer steps (200 an epoch), well over SLURM's ~30 s
+# 400 examples, batch 2, 48 epochs: 9,600 optimizer steps (200 an epoch), well over SLURM's ~30 s
 # time-limit check period even on an idle machine (1,600 steps took 24.6 s on the shared 2-core CPU;
-# with 16 epochs an idle run once finished before the time-limit signal came).
-STEPS_PER_EPOCH, EPOCHS = 200, 48  # long enough that no fault lands after the end on a fast idle core (24 did once)
+# with 16 epochs, and once with 24, an idle run finished before the time-limit signal came).
+STEPS_PER_EPOCH, EPOCHS = 200, 48
 TRAINING = ["model=tiny", "task=custom", "logger=none", "task.label_names=[a,b]", "select=top", "select.k=2",
             f"train.epochs={EPOCHS}", "train.batch_size=2", "train.lr=1e-3", "train.cache_frozen=off", "train.num_threads=1",
             "train.log_every_steps=1", "train.max_length=16"]
