@@ -222,7 +222,8 @@ def list_jobs(config_loader, master: DictConfig, jobs: list[list[str]], single: 
         print(line)
     order = ("complete", "resumable", "reuse", "new", "conflict", "invalid")
     names = {"reuse": "would reuse"}
-    print(f"dry run: {sum(counts.values())} jobs: " + ", ".join(f"{counts[kind]} {names.get(kind, kind)}" for kind in order),
+    total = sum(counts.values())
+    print(f"dry run: {total} job{'' if total == 1 else 's'}: " + ", ".join(f"{counts[kind]} {names.get(kind, kind)}" for kind in order),
           flush=True)
     return counts
 

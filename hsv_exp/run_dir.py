@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +32,13 @@ CHECKPOINT = Path("checkpoint") / "last.pt"
 
 def semantic_config(config: dict, drop: tuple[str, ...] = ()) -> dict:
     """The resolved config minus the keys that do not change what a run computes (NOT_SEMANTIC in
-    the schema), and minus the groups in `drop`."""
-    return drop_keys(fingerprint_view(config), (*keys_marked(NOT_SEMANTIC), *drop))
+    the schema), and minus the groups in `drop`. The GLUE dir is seen as an absolute path, so
+    GLUE_DIR=../shared/glue and GLUE_DIR=/work/shared/glue name the same runs."""
+    semantic = drop_keys(fingerprint_view(config), (*keys_marked(NOT_SEMANTIC), *drop))
+    task = semantic.get("task")
+    if isinstance(task, dict) and task.get("glue_dir"):
+        semantic["task"] = {**task, "glue_dir": os.path.abspath(os.path.expanduser(task["glue_dir"]))}
+    return semantic
 
 
 def _digest(value) -> str:

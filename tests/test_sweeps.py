@@ -2,6 +2,7 @@
 running (or submitting) anything, even when launcher=slurm is asked for."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,8 +51,9 @@ def _snapshot(root: Path) -> dict:
     return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in sorted(root.rglob("*")) if path.is_file()}
 
 
-def _hsv(*args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "hsv_exp", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+def _hsv(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "hsv_exp", *args], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=None if env is None else {**os.environ, **env})
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -91,3 +93,26 @@ def test_dry_run_reports_each_job_state_and_writes_nothing(tmp_path):
     assert summary == "dry run: 3 jobs: 1 complete, 1 resumable, 0 would reuse, 1 new, 0 conflict, 0 invalid"
     assert _snapshot(tmp_path) == before
     assert sorted(sweep.iterdir()) == sorted([dirs["seed=0"], dirs["seed=1"]])  # no multirun.yaml, no dir for seed=2
+
+
+def test_a_relative_glue_dir_names_the_same_runs_as_the_absolute_one(tmp_path):
+    """A sweep run with GLUE_DIR=/abs/glue and relaunched with GLUE_DIR=../rel/glue (the same folder)
+    finds its complete runs: the fingerprint sees the GLUE dir as an absolute path."""
+    from hsv_exp.run_dir import config_fingerprint
+
+    glue = tmp_path / "glue"
+    (glue / "RTE").mkdir(parents=True)
+    run_dir = tmp_path / "run"
+    common = ["model=tiny", "task=rte", "select=top", "select.k=1", f"hydra.run.dir={run_dir}"]
+    relative = os.path.relpath(glue, REPO)
+    assert not os.path.isabs(relative)
+    config = {where: yaml.safe_load(_hsv(*common, "--cfg", "job", "--resolve", env={"GLUE_DIR": where}).stdout)
+              for where in (str(glue), relative)}
+    assert config[relative]["task"]["glue_dir"] == relative  # the config keeps what the user wrote
+    assert config_fingerprint(config[relative]) == config_fingerprint(config[str(glue)])
+    other = yaml.safe_load(_hsv(*common, "--cfg", "job", "--resolve", env={"GLUE_DIR": str(tmp_path / "other")}).stdout)
+    assert config_fingerprint(other) != config_fingerprint(config[str(glue)])  # another folder is another run
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "complete", "fingerprint": config_fingerprint(config[str(glue)])}))
+    lines = _hsv(*common, "dry_run=true", env={"GLUE_DIR": relative}).stdout.splitlines()
+    assert lines[-1] == "dry run: 1 job: 1 complete, 0 resumable, 0 would reuse, 0 new, 0 conflict, 0 invalid", lines
