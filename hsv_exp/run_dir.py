@@ -16,12 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from hsv_exp.atomic import write_json_atomic
-from hsv_exp.config import NOT_SEMANTIC, Config, drop_keys, fingerprint_view, keys_marked
+from hsv_exp.config import NOT_SEMANTIC, Config, absolute_paths, drop_keys, fingerprint_view, keys_marked
 from hsv_exp.errors import HsvError
 from hsv_exp.selection import Selection
 
@@ -32,13 +31,10 @@ CHECKPOINT = Path("checkpoint") / "last.pt"
 
 def semantic_config(config: dict, drop: tuple[str, ...] = ()) -> dict:
     """The resolved config minus the keys that do not change what a run computes (NOT_SEMANTIC in
-    the schema), and minus the groups in `drop`. The GLUE dir is seen as an absolute path, so
-    GLUE_DIR=../shared/glue and GLUE_DIR=/work/shared/glue name the same runs."""
-    semantic = drop_keys(fingerprint_view(config), (*keys_marked(NOT_SEMANTIC), *drop))
-    task = semantic.get("task")
-    if isinstance(task, dict) and task.get("glue_dir"):
-        semantic["task"] = {**task, "glue_dir": os.path.abspath(os.path.expanduser(task["glue_dir"]))}
-    return semantic
+    the schema), and minus the groups in `drop`. Local paths (PATH keys: the GLUE dir, a custom
+    task's files, a local model dir) are seen as absolute ones, so GLUE_DIR=../shared/glue and
+    GLUE_DIR=/work/shared/glue name the same runs."""
+    return absolute_paths(drop_keys(fingerprint_view(config), (*keys_marked(NOT_SEMANTIC), *drop)))
 
 
 def _digest(value) -> str:
