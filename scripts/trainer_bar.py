@@ -8,9 +8,11 @@ Face Trainer reaches on the same data and epochs, and clearly beat the majority 
 Each Trainer run is `python -m benchmarks.score_trainer` (the time-to-score benchmark's Trainer, bf16
 autocast as `train.precision=auto` picks on a CPU with bf16) on the study's composed budget: the task
 config's epochs, lr and batch, the whole train split (SST-2: task=sst2_8k), seed 0, one thread.
-Results: ~/.cache/hsv_exp/trainer_bar/<task>.json. The hsv_exp side: the pilot's run of the same
+Results: results/study/trainer_bar/<task>.json, tracked, so --report-only rebuilds the table in any
+checkout (until 2026-12-03 they went to ~/.cache/hsv_exp/trainer_bar/, lost with that machine's cache:
+the table's Trainer cells were made then). The hsv_exp side: the pilot's run of the same
 config (results/pilot/runs.csv) and the study's own run
-(multirun/study_full/+condition=all,seed=0,task=T,tuning=full/metrics.json; the two agree to the
+(<--study>/+condition=all,seed=0,task=T,tuning=full/metrics.json, --study default multirun/study_full; the two agree to the
 last digit where both exist: runs are deterministic on one machine). Table: results/study/trainer_bar.md.
 """
 
@@ -26,13 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from hsv_exp.atomic import write_text
-from hsv_exp.user_cache import cache_root
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2_8k")
 STUDY = REPO / "multirun" / "study_full"
 PILOT_RUNS = REPO / "results" / "pilot" / "runs.csv"
-WORK = cache_root() / "trainer_bar"
+WORK = REPO / "results" / "study" / "trainer_bar"
 
 
 def trainer_result(task: str) -> Path:
@@ -85,7 +86,7 @@ def pilot_run(task: str) -> str:
     return "not run"
 
 
-def row(task: str) -> str:
+def row(task: str, study: Path = STUDY) -> str:
     cells = [task, majority(task)]
     if trainer_result(task).is_file():
         result = json.loads(trainer_result(task).read_text())
@@ -95,7 +96,7 @@ def row(task: str) -> str:
     else:
         cells += ["not run", ""]
     cells.append(pilot_run(task))
-    ours = STUDY / f"+condition=all,seed=0,task={task},tuning=full" / "metrics.json"
+    ours = study / f"+condition=all,seed=0,task={task},tuning=full" / "metrics.json"
     if ours.is_file():
         metrics = json.loads(ours.read_text())
         cells.append(last_and_best([epoch[metrics["optimized_metric"]] for epoch in metrics["history"]]))
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--study", type=Path, default=STUDY, help="the study's sweep dir (default multirun/study_full)")
     args = parser.parse_args(argv)
     tasks = args.tasks.split(",")
     if unknown := sorted(set(tasks) - set(TASKS)):
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
              "Dev main metric ×100, last epoch (best epoch).", "",
              "| task | majority class | Trainer | Trainer training s | hsv_exp (pilot run) | hsv_exp (study run) |",
              "|---|---|---|---|---|---|",
-             *(row(task) for task in TASKS)]
+             *(row(task, args.study) for task in TASKS)]
     text = "\n".join(lines) + "\n"
     print(text)
     write_text(REPO / "results" / "study" / "trainer_bar.md", text)
