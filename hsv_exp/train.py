@@ -328,6 +328,8 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
                 logger.info("epoch %d: %s", epoch, epoch_line(record))
                 losses, extra_losses = [], {}
                 save(epoch + 1, 0)
+            if preemption.received is not None:  # asked to stop after the last step: during the last evaluation
+                preemption.forward_signal()  # the checkpoint is saved; the rerun finds training done and writes the results
     finally:
         if mvcr is not None:
             mvcr.remove()  # plugged out: what follows (saving, evaluating) sees the plain model

@@ -190,3 +190,40 @@ def test_length_grouped_epoch_order_pads_less_and_is_a_seeded_permutation():
     assert padded(grouped) < 1.1 * lengths.sum() < padded(plain)
     assert (grouped == epoch_order(lengths, 16, 0, 1, True)).all()
     assert not (grouped == epoch_order(lengths, 16, 0, 2, True)).all()  # each epoch reshuffles
+
+
+def test_a_signal_during_the_last_evaluation_is_not_lost(tmp_path, monkeypatch):
+    """SIGTERM after the last optimizer step (while the last epoch is evaluated) still stops the run,
+    with its checkpoint saved, instead of being dropped when training ends; rerunning it writes the
+    same result as a run never signalled."""
+    import signal
+
+    import hsv_exp.train as train_module
+    from hsv_exp.checkpoint import Preempted
+
+    def run(run_dir):
+        selection = select_layers(SelectConfig(name="top", k=2), 4)
+        torch.manual_seed(0)
+        model = LayerClassifier(truncate(tiny_model("bert"), selection.head_layer), selection, num_labels=2)
+        return train(model, toy_data(24, 0), {"dev": toy_data(8, 1)}, TASK, TrainConfig(epochs=2, batch_size=8, precision="fp32"),
+                     seed=3, pad_token_id=0, run_dir=run_dir, progress=False)
+
+    reference = run(tmp_path / "ref")
+    evaluate, calls = train_module.evaluate, []
+
+    def signalled_in_the_last_evaluation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # epoch 2 of 2: every step is done
+            os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", signalled_in_the_last_evaluation)
+    with pytest.raises(Preempted):
+        run(tmp_path / "run")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone again
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint" / "last.pt", weights_only=False)
+    assert (checkpoint["epoch"], checkpoint["step_in_epoch"]) == (3, 0)  # training done, saved
+    monkeypatch.setattr(train_module, "evaluate", evaluate)
+    resumed = run(tmp_path / "run")
+    drop_time = lambda record: {k: v for k, v in record.items() if k not in TIME_KEYS}
+    assert [drop_time(r) for r in resumed.history] == [drop_time(r) for r in reference.history]
