@@ -155,8 +155,11 @@ def cli(run_dir, data_dir, *extra):
 TIME_KEYS = ("epoch_time_s", "time/elapsed_s")  # wall-clock measurements: they differ between any two runs
 
 
+def drop_time(record):
+    return {k: v for k, v in record.items() if k not in TIME_KEYS}
+
+
 def comparable(metrics):
-    drop_time = lambda record: {k: v for k, v in record.items() if k not in TIME_KEYS}
     return {"best": drop_time(metrics["best"]), "last": drop_time(metrics["last"]),
             "history": [drop_time(record) for record in metrics["history"]], "head_layer": metrics["head_layer"]}
 
@@ -225,5 +228,4 @@ def test_a_signal_during_the_last_evaluation_is_not_lost(tmp_path, monkeypatch):
     assert (checkpoint["epoch"], checkpoint["step_in_epoch"]) == (3, 0)  # training done, saved
     monkeypatch.setattr(train_module, "evaluate", evaluate)
     resumed = run(tmp_path / "run")
-    drop_time = lambda record: {k: v for k, v in record.items() if k not in TIME_KEYS}
     assert [drop_time(r) for r in resumed.history] == [drop_time(r) for r in reference.history]
