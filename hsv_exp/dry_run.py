@@ -102,12 +102,15 @@ def job_configs(config_loader, master: DictConfig, jobs: list[list[str]]) -> Ite
                 del job_cfg["hydra"]
             current = (grouped, job_cfg)
         job_cfg = current[1]
-        for override in values:  # every job of a combination sets the same keys, so each overwrites the last
-            if override.is_add() or override.is_force_add():
-                with open_dict(job_cfg):
-                    OmegaConf.update(job_cfg, override.key_or_group, override.value(), merge=True, force_add=True)
-            else:
-                OmegaConf.update(job_cfg, override.key_or_group, override.value(), merge=True)
+        # Every job of a combination sets the same keys, so each overwrites the last. The composed
+        # config gets them too: the hydra node's interpolations (sweep.dir's ${study}) resolve against it.
+        for target in (job_cfg, composed[grouped]):
+            for override in values:
+                if override.is_add() or override.is_force_add():
+                    with open_dict(target):
+                        OmegaConf.update(target, override.key_or_group, override.value(), merge=True, force_add=True)
+                else:
+                    OmegaConf.update(target, override.key_or_group, override.value(), merge=True)
         hydra = HydraConfig.get()
         dirname = hydra.job.config.override_dirname
         override_dirname = get_overrides_dirname(overrides=parsed, exclude_keys=dirname.exclude_keys,

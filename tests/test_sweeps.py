@@ -47,6 +47,17 @@ def test_sweep_dry_runs_every_job(name, tmp_path):
     assert not list(Path(tmp_path).rglob("*"))  # nothing written: no job dirs, .hydra, multirun.yaml or submitit files
 
 
+def test_dry_run_lists_the_sweep_dir_that_study_names():
+    """`study=` on the command line names the sweep dir (multirun/<study>) in the dry run as in the
+    real sweep, also when a group override (model=) is given: its jobs' states are read from there."""
+    done = subprocess.run([sys.executable, "-m", "hsv_exp", "-m", "-cd", "sweeps", "-cn", "robustness", "task=rte", "model=tiny",
+                           "scan.max_examples=100", "study=elsewhere", "dry_run=true"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    listed = [line.removeprefix("[dry-run] ") for line in done.stdout.splitlines() if line.startswith("[dry-run] ")]
+    assert len(listed) == 6 and all(line.startswith("multirun/elsewhere/model=tiny,") for line in listed), listed
+
+
 def _snapshot(root: Path) -> dict:
     return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in sorted(root.rglob("*")) if path.is_file()}
 
