@@ -52,22 +52,33 @@ def keys_marked(marker: dict, schema: type, prefix: str = "") -> tuple[str, ...]
     return tuple(keys)
 
 
-def fingerprint_view(config: dict, schema: type) -> dict:
-    """A copy of a nested config dict as fingerprints see it: every added_key at its default is
-    replaced by what the config held before the key existed (nothing, or the key it replaces)."""
+def map_fields(config: dict, schema: type, apply) -> dict:
+    """A copy of a nested config dict, walked along its schema: `apply(field, config)` is called for
+    every schema field the config holds, with the copy of that field's group; it edits that group in
+    place and returns True when it handled the field, else a nested group is walked the same way."""
     types = typing.get_type_hints(schema)
     config = dict(config)
     for item in dataclasses.fields(schema):
-        if item.name not in config:
-            continue
-        if item.metadata.get("added") and config[item.name] == item.metadata["default"]:
-            del config[item.name]
-            if item.metadata["replaces"] is not None:
-                old_key, old_value = item.metadata["replaces"]
-                config[old_key] = old_value
-        elif dataclasses.is_dataclass(types[item.name]) and isinstance(config[item.name], dict):
-            config[item.name] = fingerprint_view(config[item.name], types[item.name])
+        if item.name in config and not apply(item, config):
+            if dataclasses.is_dataclass(types[item.name]) and isinstance(config[item.name], dict):
+                config[item.name] = map_fields(config[item.name], types[item.name], apply)
     return config
+
+
+def _as_before_added_keys(item: dataclasses.Field, group: dict) -> bool:
+    if not (item.metadata.get("added") and group[item.name] == item.metadata["default"]):
+        return False
+    del group[item.name]
+    if item.metadata["replaces"] is not None:
+        old_key, old_value = item.metadata["replaces"]
+        group[old_key] = old_value
+    return True
+
+
+def fingerprint_view(config: dict, schema: type) -> dict:
+    """A copy of a nested config dict as fingerprints see it: every added_key at its default is
+    replaced by what the config held before the key existed (nothing, or the key it replaces)."""
+    return map_fields(config, schema, _as_before_added_keys)
 
 
 def absolute_path(value):
@@ -81,21 +92,18 @@ def absolute_path(value):
     return os.path.abspath(os.path.expanduser(value))
 
 
+def _absolute(item: dataclasses.Field, group: dict) -> bool:
+    if not item.metadata.get("path"):
+        return False
+    value = group[item.name]
+    group[item.name] = {k: absolute_path(v) for k, v in value.items()} if isinstance(value, dict) else absolute_path(value)
+    return True
+
+
 def absolute_paths(config: dict, schema: type) -> dict:
     """A copy of a nested config dict with every PATH key's local paths made absolute (absolute_path;
     a dict-valued key has each of its values made absolute)."""
-    types = typing.get_type_hints(schema)
-    config = dict(config)
-    for item in dataclasses.fields(schema):
-        if item.name not in config:
-            continue
-        value = config[item.name]
-        if item.metadata.get("path"):
-            config[item.name] = ({k: absolute_path(v) for k, v in value.items()} if isinstance(value, dict)
-                                 else absolute_path(value))
-        elif dataclasses.is_dataclass(types[item.name]) and isinstance(value, dict):
-            config[item.name] = absolute_paths(value, types[item.name])
-    return config
+    return map_fields(config, schema, _absolute)
 
 
 def drop_keys(config: dict, keys: tuple[str, ...]) -> dict:
