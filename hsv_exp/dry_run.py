@@ -163,7 +163,7 @@ def job_state(config: DictConfig, run_dir: Path, sweep_dir: Path | None, layers_
         print(f"error: {exc}", file=sys.stderr)
         return "invalid", f"invalid: {exc}"
     config_dict = OmegaConf.to_container(config, resolve=True)
-    state = run_dir_lib.inspect(run_dir, run_dir_lib.config_fingerprint(config_dict), cfg.resume)
+    state = run_dir_lib.inspect(run_dir, run_dir_lib.config_fingerprint(config_dict), cfg.resume, scan_only=cfg.stage == "scan")
     if state.kind == "complete":
         return "complete", "complete"
     if state.kind == "conflict":

@@ -70,8 +70,11 @@ class RunState:
     reason: str = ""  # conflict: the one-line error the run raises
 
 
-def inspect(run_dir: Path, fingerprint: str, resume: bool = True, read_epoch: bool = True) -> RunState:
-    """Reads the dir, writes nothing. `read_epoch` loads the checkpoint to report its epoch."""
+def inspect(run_dir: Path, fingerprint: str, resume: bool = True, read_epoch: bool = True,
+            scan_only: bool = False) -> RunState:
+    """Reads the dir, writes nothing. `read_epoch` loads the checkpoint to report its epoch.
+    `scan_only` (stage=scan): the run's result is variability.json, complete when run.json names
+    this config (a dir without run.json, from before it existed, is new: its scan is reused by key)."""
     metrics_path = run_dir / "metrics.json"
     previous = _read_json(metrics_path) if resume else None
     if previous is not None:
@@ -80,6 +83,13 @@ def inspect(run_dir: Path, fingerprint: str, resume: bool = True, read_epoch: bo
         return RunState("conflict", reason=f"{metrics_path} holds a run with a different config; use another "
                                            "hydra.run.dir or delete it")
     marker = _read_json(run_dir / "run.json")
+    scan = _read_json(run_dir / "variability.json") if scan_only else None
+    if scan is not None and marker is not None:
+        if marker.get("fingerprint") != fingerprint:
+            return RunState("conflict", reason=f"{run_dir} holds a scan of a run with a different config; use "
+                                               "another hydra.run.dir or delete it")
+        if resume:
+            return RunState("complete", metrics=scan)
     if (run_dir / "checkpoint").exists():
         if marker is not None and marker.get("fingerprint") != fingerprint:
             return RunState("conflict", reason=f"{run_dir} holds a checkpoint of a run with a different config; use "
@@ -98,7 +108,7 @@ def start(run_dir: Path, cfg: Config, fingerprint: str) -> dict | None:
     """Claim `run_dir` for this config: the previous metrics if it is already complete (the run is
     skipped), else None after marking the dir; raises HsvError when it holds another config's run."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = inspect(run_dir, fingerprint, cfg.resume, read_epoch=False)
+    state = inspect(run_dir, fingerprint, cfg.resume, read_epoch=False, scan_only=cfg.stage == "scan")
     if state.kind == "complete":
         log.info("run already complete in %s: skipping (resume=false to run again)", run_dir)
         return state.metrics

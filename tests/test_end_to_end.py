@@ -57,12 +57,27 @@ def test_rte_minilm_end_to_end_with_offline_wandb(tmp_path, glue_dir):
 @pytest.mark.slow
 def test_scan_stage_only_writes_the_scan(tmp_path, glue_dir):
     run_dir = tmp_path / "scan"
-    done = hsv(run_dir, "stage=scan", "task=stsb", "model=tiny", "logger=none", f"task.glue_dir={glue_dir}", "scan.max_examples=200")
+    common = ("stage=scan", "task=stsb", "model=tiny", "logger=none", f"task.glue_dir={glue_dir}", "scan.max_examples=200")
+    done = hsv(run_dir, *common)
     assert done.returncode == 0, done.stderr[-3000:]
     scan = json.loads((run_dir / "variability.json").read_text())
     assert len(scan["scores"]) == 5  # tiny model: embeddings + 4 layers
     assert set(scan["class_counts"]) <= {"0", "1", "2", "3", "4", "5"}  # STS-B scores binned by round(score)
     assert not (run_dir / "metrics.json").exists()
+
+    # A scan-only run is complete once its variability.json is written: the dry run says so, and
+    # the same command again skips it (the file is not rewritten).
+    written = (run_dir / "variability.json").stat().st_mtime_ns
+    dry = hsv(run_dir, *common, "dry_run=true")
+    assert dry.returncode == 0 and dry.stdout.splitlines()[-1].startswith("dry run: 1 job: 1 complete"), dry.stdout + dry.stderr
+    again = hsv(run_dir, *common)
+    assert again.returncode == 0 and "run already complete" in again.stdout + again.stderr, again.stderr[-3000:]
+    assert (run_dir / "variability.json").stat().st_mtime_ns == written
+    # Another scan config in that dir is refused, in one line, before it overwrites the scan.
+    other = hsv(run_dir, *common[:-1], "scan.max_examples=100")
+    assert other.returncode == 2 and other.stderr.strip().splitlines() == [
+        f"error: {run_dir} holds a scan of a run with a different config; use another hydra.run.dir or delete it"], other.stderr
+    assert (run_dir / "variability.json").stat().st_mtime_ns == written
 
 
 def test_head_init_from_the_command_line(tmp_path, glue_dir):
