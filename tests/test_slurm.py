@@ -167,6 +167,40 @@ def test_sbatch_job_is_accounted(slurm_env, tmp_path):
 
 
 @pytest.mark.slurm
+def test_an_ended_state_read_from_sacct_waits_while_slurmctld_still_queues_the_job(slurm_env, tmp_path, monkeypatch):
+    """The requeue race of hsv_exp/slurm_watch.py: sacct can call a job FAILED for a moment while
+    submitit requeues it. That reading is given to the watcher here (it cannot be timed on a real
+    cluster); slurmctld's view is the real cluster's, a held job pending in the queue: the watcher
+    waits, submitit's own would give up. Once the job has really ended, both count it ended."""
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    from hsv_exp.slurm_watch import RequeueAwareWatcher, still_queued
+
+    for key, value in slurm_env.items():
+        monkeypatch.setenv(key, value)
+    held = subprocess.run(["sbatch", "--parsable", "--hold", "-o", str(tmp_path / "%j.out"), "--wrap", "true"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert held.returncode == 0, held.stderr
+    job_id = held.stdout.strip().split(";")[0]
+    stale = {"State": "FAILED"}
+
+    def done(watcher) -> bool:
+        watcher.register_job(job_id)
+        watcher._info_dict[job_id] = stale  # the sacct reading of the race
+        return watcher.is_done(job_id, mode="cache")
+
+    assert still_queued(job_id)
+    assert done(SlurmInfoWatcher()) and not done(RequeueAwareWatcher())
+    subprocess.run(["scancel", job_id], check=True, timeout=30)
+    deadline = time.monotonic() + 60
+    while still_queued(job_id):
+        assert time.monotonic() < deadline, f"job {job_id} still queued 60 s after scancel"
+        time.sleep(0.5)
+    assert done(RequeueAwareWatcher())
+    assert not still_queued("999999999")  # a job slurmctld does not know
+
+
+@pytest.mark.slurm
 def test_sweep_runs_every_job_on_slurm(sweep):
     # The production preset with the partition from the environment, sized down to this cluster.
     proc, sweep_dir = sweep("x=1,2,3", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",

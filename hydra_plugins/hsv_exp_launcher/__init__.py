@@ -1,6 +1,8 @@
 """`launcher=slurm` / `launcher=local_slurm`: Hydra's submitit SLURM launcher, except that sbatch
 refusing the jobs prints one `error:` line (hsv_exp/sbatch_errors.py) and exits 2 instead of a
-30-line traceback. Hydra loads launchers only from the hydra_plugins package, hence this home."""
+30-line traceback, and that a job requeued after a time limit or preemption is waited for even when
+sacct reports it ended for a moment (hsv_exp/slurm_watch.py). Hydra loads launchers only from the
+hydra_plugins package, hence this home."""
 
 from __future__ import annotations
 
@@ -14,10 +16,13 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 class SlurmLauncher(SubmititSlurmLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from submitit.core.utils import FailedJobError
+        from submitit.slurm.slurm import SlurmJob
 
         from hsv_exp.sbatch_errors import WithoutSbatchErrors, refusal_line, refused_submission
+        from hsv_exp.slurm_watch import RequeueAwareWatcher
 
         stderr, sys.stderr = sys.stderr, WithoutSbatchErrors(sys.stderr)
+        watcher, SlurmJob.watcher = SlurmJob.watcher, RequeueAwareWatcher(delay_s=600)  # submitit's class-wide watcher
         try:
             return super().launch(job_overrides, initial_job_idx)
         except FailedJobError as exc:
@@ -28,3 +33,4 @@ class SlurmLauncher(SubmititSlurmLauncher):
             sys.exit(2)
         finally:
             sys.stderr = stderr
+            SlurmJob.watcher = watcher
