@@ -116,6 +116,7 @@ class HeadInitResult:
     compute: dict  # training_flops() of stage 1: add train_flops / train_time_s to the run's
     settings: dict  # what stage 1 depended on; a stored result with other settings is refused
     reused: bool = False  # True when a completed stage 1 was read back from run_dir/head_init/
+    wall_s: float = 0.0  # stage 1's TrainResult.wall_s (train_time_s for a stored result older than it)
 
     def summary(self) -> dict:
         """metrics.json's `head_init` entry (everything but the tensors)."""
@@ -151,7 +152,7 @@ def pretrain_head(cfg: HeadInitConfig, build_model: Callable[[Selection], torch.
         if stored["settings"] != settings:
             raise HsvError(f"{stage_dir / RESULT_FILE} holds a stage 1 with other settings ({stored['settings']}); delete it")
         log.info("head init: stage 1 already complete in %s, reusing its head", stage_dir)
-        return HeadInitResult(**{**stored, "reused": True})
+        return HeadInitResult(**{"wall_s": stored["train_time_s"], **stored, "reused": True})
 
     torch.manual_seed(seed)
     model = build_model(stage_selection)
@@ -166,7 +167,8 @@ def pretrain_head(cfg: HeadInitConfig, build_model: Callable[[Selection], torch.
                    progress=progress)
     outcome = HeadInitResult(
         head_state={name: tensor.detach().cpu().clone() for name, tensor in model.head.state_dict().items()},
-        history=mark(result.history, STAGE), train_time_s=result.train_time_s, epochs=epochs, lr=stage_cfg.lr,
+        history=mark(result.history, STAGE), train_time_s=result.train_time_s, wall_s=result.wall_s, epochs=epochs,
+        lr=stage_cfg.lr,
         trainable_params=trainable, compute=training_flops(model, tuning, train_data, epochs, stage_cfg.cache_frozen),
         settings=settings)
     if stage_dir is not None:
@@ -198,6 +200,11 @@ class HeadInitRun:
     head_init: HeadInitResult | None
     model: torch.nn.Module
     history: list[dict] = field(default_factory=list)
+
+    @property
+    def wall_s(self) -> float:
+        """Both stages' wall clock, each summed over the processes that trained it."""
+        return self.train.wall_s + (self.head_init.wall_s if self.head_init else 0.0)
 
 
 def train_with_head_init(cfg: HeadInitConfig, build_model: Callable[[Selection], torch.nn.Module], selection: Selection,

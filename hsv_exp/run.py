@@ -151,7 +151,7 @@ class Trained:
     result: TrainResult  # its training (history: fine-tuning epochs only)
     history: list[dict]  # every epoch, head_init's marked stage=head_init (== result.history without one)
     train_encoded: data_lib.Encoded
-    wall_s: float
+    wall_s: float  # training with its per-epoch evaluation, both stages, summed over resumes (TrainResult.wall_s)
     head_init: dict | None = None  # head_init's summary and compute, when it ran
 
 
@@ -166,13 +166,12 @@ def train_stage(ctx: RunContext, truncated: Truncated, selection: Selection, tok
     ctx.tracker.summary({"precision": precision.name})
     common = dict(run_dir=ctx.run_dir, progress=sys.stderr.isatty(), precision=precision, regularizer=cfg.regularizer,
                   started=ctx.started)
-    started = time.perf_counter()
     if not cfg.head_init.enabled:
         model = build_model(cfg, data.task, truncated, selection, train_encoded.labels)
         trainer = TRAINERS.get(cfg.tuning.name, train)  # tuning=linear_probe: a closed-form fit instead of SGD
         result = trainer(model, train_encoded, eval_encoded, data.task, train_cfg, cfg.seed, tokenizer.pad_token_id,
                          log=ctx.tracker.log, **common)
-        return Trained(model, result, result.history, train_encoded, time.perf_counter() - started)
+        return Trained(model, result, result.history, train_encoded, result.wall_s)
     build = lambda chosen: new_classifier(cfg, data.task, copy.deepcopy(truncated.encoder), chosen, train_encoded.labels)  # noqa: E731
     chain = head_init.train_with_head_init(
         cfg.head_init, build, selection, lambda model: apply_method(model, cfg.tuning), train_encoded, eval_encoded,
@@ -181,7 +180,7 @@ def train_stage(ctx: RunContext, truncated: Truncated, selection: Selection, tok
     summary = {**{key: value for key, value in chain.head_init.summary().items() if key not in ("history", "compute")},
                "stage1_compute": chain.head_init.compute,  # (its history is in metrics' history)
                "compute": head_init.compute_summary(chain, cfg.tuning, train_encoded, train_cfg)}
-    return Trained(chain.model, chain.train, chain.history, train_encoded, time.perf_counter() - started, summary)
+    return Trained(chain.model, chain.train, chain.history, train_encoded, chain.wall_s, summary)
 
 
 def record(ctx: RunContext, selection: Selection, truncated: Truncated, trained: Trained, data: RunData,

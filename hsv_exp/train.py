@@ -45,7 +45,8 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one dict per epoch
     best: dict = field(default_factory=dict)
     last: dict = field(default_factory=dict)
-    train_time_s: float = 0.0
+    train_time_s: float = 0.0  # the optimizer steps (and the frozen cache's build), summed over resumes
+    wall_s: float = 0.0  # wall clock of train(), per-epoch evaluation included, summed over resumes
     epoch_times_s: list[float] = field(default_factory=list)
     peak_memory_mb: float = 0.0
     cache: dict | None = None  # frozen-prefix cache: mode, size, build time
@@ -239,6 +240,7 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
     SIGTERM/SIGUSR2, and an existing one is resumed. Longer than 60 lines: set-up, resume, the
     epoch loop and clean-up share the loop's state; the step and the regularizer are split out.
     """
+    segment_started = time.perf_counter()  # this process's share of wall_s
     device = pick_device(cfg.device)
     model.to(device)
     precision = precision or resolve(cfg.precision, device)
@@ -251,7 +253,7 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
     main_key = f"{next(iter(eval_data))}/{task.main_metric}"
     result = TrainResult(precision=precision.describe(), regularizer=regularizer_info)
     torch.manual_seed(seed)
-    start_epoch, start_step, elapsed, losses, extra_losses = 1, 0, 0.0, [], {}
+    start_epoch, start_step, elapsed, wall_before, losses, extra_losses = 1, 0, 0.0, 0.0, [], {}
 
     path = run_dir / "checkpoint" / "last.pt" if run_dir is not None else None
     state = ckpt.load(path) if path is not None else None
@@ -261,6 +263,7 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
         scheduler.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(state["rng"])
         start_epoch, start_step, elapsed = state["epoch"], state["step_in_epoch"], state["train_time_s"]
+        wall_before = state.get("wall_s", elapsed)  # checkpoints before wall_s was kept: a lower bound
         losses = state["epoch_losses"]
         result.history, result.epoch_times_s = state["history"], state["epoch_times_s"]
         result.resumed_from = {"epoch": start_epoch, "step_in_epoch": start_step}
@@ -268,11 +271,15 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
             mvcr.load_state_dict(state["regularizer"]["state"])
             extra_losses = state["regularizer"]["epoch_losses"]
 
+    def wall() -> float:
+        return wall_before + time.perf_counter() - segment_started
+
     def save(epoch: int, step_in_epoch: int) -> None:
         if path is not None:
             ckpt.atomic_torch_save({
                 "trainable": trainable_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": ckpt.rng_state(), "epoch": epoch, "step_in_epoch": step_in_epoch, "train_time_s": elapsed,
+                "rng": ckpt.rng_state(), "epoch": epoch, "step_in_epoch": step_in_epoch,
+                "train_time_s": elapsed, "wall_s": wall(),
                 "history": result.history, "epoch_times_s": result.epoch_times_s, "epoch_losses": losses,
                 **({"regularizer": {"state": mvcr.state_dict(), "epoch_losses": extra_losses}} if mvcr is not None else {}),
             }, path)
@@ -341,5 +348,6 @@ def train(model, train_data: Encoded, eval_data: dict[str, Encoded], task: TaskC
     result.last = result.history[-1]
     result.best = _best(result.history, main_key)
     result.train_time_s = elapsed
+    result.wall_s = wall()
     result.peak_memory_mb = peak_memory_mb(device)
     return result

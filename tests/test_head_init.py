@@ -289,3 +289,4 @@ def test_sigterm_inside_a_stage_then_resume_gives_identical_metrics(stage, steps
     assert ours["head_init"]["reused"] == (stage == "train")
     assert (ours["resumed_from"] is not None) == (stage == "train")
     assert comparable(ours) == comparable(reference), f"killed at step {kill_at}"
+    assert ours["wall_s"] >= ours["train_time_s"]  # both stages and both processes count

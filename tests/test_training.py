@@ -183,6 +183,7 @@ def test_sigterm_at_a_random_step_then_resume_gives_identical_metrics(tmp_path):
     assert ours["resumed_from"] is not None
     assert not (tmp_path / "run" / "checkpoint").exists()  # a complete run needs no checkpoint (train.keep_checkpoint)
     assert comparable(ours) == comparable(theirs), f"killed at step {kill_at}"
+    assert ours["compute"]["train_wall_s"] >= ours["compute"]["train_time_s"]  # both processes count
 
 
 def test_length_grouped_epoch_order_pads_less_and_is_a_seeded_permutation():
@@ -193,6 +194,45 @@ def test_length_grouped_epoch_order_pads_less_and_is_a_seeded_permutation():
     assert padded(grouped) < 1.1 * lengths.sum() < padded(plain)
     assert (grouped == epoch_order(lengths, 16, 0, 1, True)).all()
     assert not (grouped == epoch_order(lengths, 16, 0, 2, True)).all()  # each epoch reshuffles
+
+
+def test_wall_time_adds_up_over_a_resume(tmp_path, monkeypatch):
+    """wall_s counts every process that trained the run: stopped after epoch 1's evaluation and
+    resumed, the run's wall_s still holds both evaluations (each made 0.3 s slower here), not only
+    the second process's share."""
+    import signal
+
+    import hsv_exp.train as train_module
+    from hsv_exp.checkpoint import Preempted
+
+    pause, evaluate, calls = 0.3, train_module.evaluate, []
+
+    def slow_evaluation(*args, **kwargs):
+        calls.append(1)
+        time.sleep(pause)
+        if len(calls) == 1:  # epoch 1 of 2 is evaluated: stop the process
+            os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(*args, **kwargs)
+
+    def run():
+        selection = select_layers(SelectConfig(name="top", k=2), 4)
+        torch.manual_seed(0)
+        model = LayerClassifier(truncate(tiny_model("bert"), selection.head_layer), selection, num_labels=2)
+        return train(model, toy_data(24, 0), {"dev": toy_data(8, 1)}, TASK, TrainConfig(epochs=2, batch_size=8, precision="fp32"),
+                     seed=3, pad_token_id=0, run_dir=tmp_path, progress=False)
+
+    monkeypatch.setattr(train_module, "evaluate", slow_evaluation)
+    with pytest.raises(Preempted):
+        run()
+    first = torch.load(tmp_path / "checkpoint" / "last.pt", weights_only=False)
+    assert first["epoch"] == 2 and first["wall_s"] >= pause  # stopped at epoch 2's first step
+    started = time.perf_counter()
+    resumed = run()
+    second = time.perf_counter() - started
+    assert len(calls) == 2 and resumed.resumed_from["epoch"] == 2
+    assert resumed.wall_s >= first["wall_s"] + pause  # both processes' evaluations
+    assert first["wall_s"] + second >= resumed.wall_s > second  # more than the last process ran
+    assert resumed.wall_s >= resumed.train_time_s
 
 
 def test_a_signal_during_the_last_evaluation_is_not_lost(tmp_path, monkeypatch):

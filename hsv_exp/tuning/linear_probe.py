@@ -77,11 +77,11 @@ def fit(model, train_data: data_lib.Encoded, eval_data: dict[str, data_lib.Encod
 
     device = pick_device(cfg.device)
     model.to(device)
-    started = time.perf_counter()
+    fit_started = time.perf_counter()
     features = pooled_states(model, train_data, cfg.eval_batch_size, pad_token_id, device)
     probe = fit_probe(features, train_data.labels, task.is_regression, seed)
     set_head(model.head, probe, task.num_labels)
-    fit_time = time.perf_counter() - started
+    fit_time = time.perf_counter() - fit_started
     record = {"epoch": 1, "train/loss": _train_loss(probe, features, train_data.labels), "train/lr": 0.0,
               "epoch_time_s": fit_time}
     for split, data in eval_data.items():
@@ -92,6 +92,7 @@ def fit(model, train_data: data_lib.Encoded, eval_data: dict[str, data_lib.Encod
         record["time/elapsed_s"] = time.perf_counter() - started
     log(record)
     return TrainResult(history=[record], best=record, last=record, train_time_s=fit_time, epoch_times_s=[fit_time],
+                       wall_s=time.perf_counter() - fit_started,
                        peak_memory_mb=peak_memory_mb(device),
                        precision={"dtype": "fp32", "requested": cfg.precision, "device": device.type,
                                   "reason": "closed-form fit on fp32 states", "cpu": None})
