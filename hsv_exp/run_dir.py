@@ -75,32 +75,31 @@ def inspect(run_dir: Path, fingerprint: str, resume: bool = True, read_epoch: bo
     """Reads the dir, writes nothing. `read_epoch` loads the checkpoint to report its epoch.
     `scan_only` (stage=scan): the run's result is variability.json, complete when run.json names
     this config (a dir without run.json, from before it existed, is new: its scan is reused by key)."""
+
+    def conflict(holding: str) -> RunState:
+        return RunState("conflict", reason=f"{holding} of a run with a different config; use another hydra.run.dir "
+                                           "or delete it")
+
     metrics_path = run_dir / "metrics.json"
     previous = _read_json(metrics_path) if resume else None
     if previous is not None:
         if previous.get("status") == "complete" and previous.get("fingerprint") == fingerprint:
             return RunState("complete", metrics=previous)
-        return RunState("conflict", reason=f"{metrics_path} holds a run with a different config; use another "
-                                           "hydra.run.dir or delete it")
+        return conflict(f"{metrics_path} holds the results")
     marker = _read_json(run_dir / "run.json")
     scan = _read_json(run_dir / "variability.json") if scan_only else None
-    if scan is not None and marker is not None:
-        if marker.get("fingerprint") != fingerprint:
-            return RunState("conflict", reason=f"{run_dir} holds a scan of a run with a different config; use "
-                                               "another hydra.run.dir or delete it")
-        if resume:
-            return RunState("complete", metrics=scan)
-    if (run_dir / "checkpoint").exists():
-        if marker is not None and marker.get("fingerprint") != fingerprint:
-            return RunState("conflict", reason=f"{run_dir} holds a checkpoint of a run with a different config; use "
-                                               "another hydra.run.dir or delete it")
-        if resume and (run_dir / CHECKPOINT).is_file():
-            epoch = None
-            if read_epoch:
-                import torch  # only here: the dry run reads no checkpoint unless there is one
+    checkpoint = (run_dir / "checkpoint").exists()
+    if marker is not None and marker.get("fingerprint") != fingerprint and (scan is not None or checkpoint):
+        return conflict(f"{run_dir} holds {'a scan' if scan is not None else 'a checkpoint'}")
+    if scan is not None and marker is not None and resume:
+        return RunState("complete", metrics=scan)
+    if checkpoint and resume and (run_dir / CHECKPOINT).is_file():
+        epoch = None
+        if read_epoch:
+            import torch  # only here: the dry run reads no checkpoint unless there is one
 
-                epoch = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False).get("epoch")
-            return RunState("resumable", epoch=epoch)
+            epoch = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False).get("epoch")
+        return RunState("resumable", epoch=epoch)
     return RunState("new")
 
 
