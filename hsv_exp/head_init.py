@@ -202,6 +202,11 @@ class HeadInitRun:
     history: list[dict] = field(default_factory=list)
 
     @property
+    def train_time_s(self) -> float:
+        """Both stages' optimizer-step time, each summed over the processes that trained it."""
+        return self.train.train_time_s + (self.head_init.train_time_s if self.head_init else 0.0)
+
+    @property
     def wall_s(self) -> float:
         """Both stages' wall clock, each summed over the processes that trained it."""
         return self.train.wall_s + (self.head_init.wall_s if self.head_init else 0.0)
@@ -248,6 +253,6 @@ def compute_summary(run: HeadInitRun, tuning: TuningConfig, train_data: Encoded,
         "train_flops_total": stage1_flops + stage2["train_flops"],
         "full_ft_train_flops_total": full_ft,
         "train_flops_fraction_total": (stage1_flops + stage2["train_flops"]) / full_ft,
-        "train_time_s_total": stage1_time + run.train.train_time_s,
+        "train_time_s_total": run.train_time_s,
     }
 

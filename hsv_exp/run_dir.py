@@ -88,12 +88,12 @@ def inspect(run_dir: Path, fingerprint: str, resume: bool = True, read_epoch: bo
         return conflict(f"{metrics_path} holds the results")
     marker = _read_json(run_dir / "run.json")
     scan = _read_json(run_dir / "variability.json") if scan_only else None
-    checkpoint = (run_dir / "checkpoint").exists()
+    checkpoint = (run_dir / CHECKPOINT.parent).exists()
     if marker is not None and marker.get("fingerprint") != fingerprint and (scan is not None or checkpoint):
         return conflict(f"{run_dir} holds {'a scan' if scan is not None else 'a checkpoint'}")
     if scan is not None and marker is not None and resume:
         return RunState("complete", metrics=scan)
-    if checkpoint and resume and (run_dir / CHECKPOINT).is_file():
+    if resume and (run_dir / CHECKPOINT).is_file():
         epoch = None
         if read_epoch:
             import torch  # only here: the dry run reads no checkpoint unless there is one

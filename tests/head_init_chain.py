@@ -46,8 +46,7 @@ def main(run_dir: Path) -> None:
         sys.exit(143)
     write_json_atomic(run_dir / "metrics.json", {"history": run.history, "best": run.train.best, "last": run.train.last,
                                                  "resumed_from": run.train.resumed_from, "head_init": run.head_init.summary(),
-                                                 "wall_s": run.wall_s,
-                                                 "train_time_s": run.head_init.train_time_s + run.train.train_time_s})
+                                                 "wall_s": run.wall_s, "train_time_s": run.train_time_s})
 
 
 if __name__ == "__main__":
