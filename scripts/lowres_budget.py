@@ -2,26 +2,21 @@
 
     python scripts/lowres_budget.py MEASURED_RUN_DIR ... [--cpu-share 0.59]
 
-Each measured run dir (a complete lowres job, any task, N and epochs) gives seconds per token:
-training (compute.train_time_s per training token) and dev evaluation ((train_wall_s -
-train_time_s) per dev token, every epoch), by selection (whole model / window) and regularizer;
-MVCR is an extra training cost per token (the HAEs do not depend on the window). EH-FT and LP-FT
-are priced as plain fine-tuning (stage 1 takes a tenth of the same epochs). The five tasks' token
-counts come from their GLUE files (MiniLM tokenizer, max length 128): every job of the sweep is
+Each complete measured run dir (a lowres job, any task, N and epochs) gives seconds and tokens:
+training (compute.train_time_s over training tokens) and dev evaluation ((train_wall_s -
+train_time_s) over dev tokens, every epoch), by selection (whole model / window) and regularizer;
+each rate is total seconds over total tokens. MVCR is an extra training cost per token (the HAEs
+do not depend on the window). EH-FT and LP-FT are priced as plain fine-tuning (stage 1 takes a
+tenth of the same epochs). The runs are grouped by CPU model and precision (metrics.json's
+compute.precision) and each group with the rates it needs prices the sweep on its own. The five
+tasks' token counts come from their GLUE files (MiniLM tokenizer, max length 128): every job is
 priced as startup + epochs x (N x mean train length x training rate + dev tokens x eval rate).
 The rates are wall seconds at the load the runs were measured under; --cpu-share (the measured
 runs' (user + sys) / wall, from /usr/bin/time) turns them into CPU seconds, i.e. the wall time of
 an uncontended one-thread run.
 
-The measurement behind sweeps/lowres.yaml's header (seed 0, one thread, each under /usr/bin/time):
-    M="-m -cd sweeps -cn lowres seed=0 train.num_threads=1 logger=none hydra.sweep.dir=/tmp/lowres_measure"
-    python -m hsv_exp $M +size=n100 task=rte +strategy=plain +condition=all
-    python -m hsv_exp $M +size=n100 task=stsb +strategy=plain +condition=all train.epochs=4
-    python -m hsv_exp $M +size=n100 task=rte +strategy=mvcr +condition=all train.epochs=4
-    python -m hsv_exp $M +size=n1000 task=rte +strategy=plain +condition=all train.epochs=1
-    python -m hsv_exp $M +size=n100 task=rte +strategy=plain +condition=top_k2 train.epochs=4   # RTE's window, no scan
-    python -m hsv_exp $M +size=n500 task=stsb +strategy=plain +condition=all
-    python scripts/lowres_budget.py /tmp/lowres_measure/+condition=* --cpu-share 0.55
+The projection in sweeps/lowres.yaml's header, from every complete lowres run:
+    python scripts/lowres_budget.py multirun/lowres*/+condition=*
 """
 
 from __future__ import annotations
@@ -53,24 +48,47 @@ def token_counts(task: str) -> tuple[float, int]:
     return sum(lengths) / len(lengths), sum(len(f["input_ids"]) for f in dev.features)
 
 
-def measured_rates(run_dirs: list[Path], dev_tokens: dict[str, int]) -> dict[str, float]:
-    """Seconds per token: train/eval for 'all' and 'window', and MVCR's extra training cost."""
-    rates = defaultdict(list)
-    for run_dir in run_dirs:
-        info = json.loads((run_dir / "metrics.json").read_text())
-        compute, epochs = info["compute"], len(info["history"])
-        where = "all" if info["select"] == "all" else "window"
-        tokens = compute["mean_seq_len"] * info["num_train_examples"] * epochs
-        mvcr = (info["config"].get("regularizer") or {}).get("name") == "mvcr"
-        rates[f"train_{where}{'_mvcr' * mvcr}"].append(compute["train_time_s"] / tokens)
-        evaluated = sum(record.get("phase") != "ae_only" for record in info["history"])
-        rates[f"eval_{where}"].append((compute["train_wall_s"] - compute["train_time_s"]) / (evaluated * dev_tokens[info["task"]]))
-    rates = {key: statistics.fmean(values) for key, values in rates.items()}
+def _run_record(run_dir: Path) -> dict:
+    """What one measured run contributes: its seconds and tokens, and where they are counted."""
+    info = json.loads((run_dir / "metrics.json").read_text())
+    compute = info["compute"]
+    where = "all" if info["select"] == "all" else "window"
+    mvcr = (info["config"].get("regularizer") or {}).get("name") == "mvcr"
+    return {
+        "machine": f"{compute['precision']['cpu']['processor']}, {compute['precision']['dtype']}",
+        "task": info["task"], "where": where, "mvcr": mvcr, "n": info["num_train_examples"],
+        "train_s": compute["train_time_s"],
+        "train_tokens": compute["mean_seq_len"] * info["num_train_examples"] * len(info["history"]),
+        "eval_s": compute["train_wall_s"] - compute["train_time_s"],
+        "evaluations": sum(record.get("phase") != "ae_only" for record in info["history"]),
+    }
+
+
+def measured_rates(records: list[dict], dev_tokens: dict[str, int]) -> dict[str, float]:
+    """Seconds per token: train/eval for 'all' and 'window', and MVCR's extra training cost.
+
+    Each rate is total seconds over total tokens of its runs, so long runs weigh as much as they
+    cost (a mean of per-run rates lets a few short runs with a high per-token overhead set it).
+    """
+    seconds, tokens = defaultdict(float), defaultdict(float)
+    for r in records:
+        train_key = f"train_{r['where']}{'_mvcr' * r['mvcr']}"
+        seconds[train_key] += r["train_s"]
+        tokens[train_key] += r["train_tokens"]
+        seconds[f"eval_{r['where']}"] += r["eval_s"]
+        tokens[f"eval_{r['where']}"] += r["evaluations"] * dev_tokens[r["task"]]
+    rates = {key: seconds[key] / tokens[key] for key in seconds}
     missing = {"train_all", "train_all_mvcr", "eval_all", "train_window", "eval_window"} - set(rates)
     if missing:
-        sys.exit(f"error: the measured runs lack {', '.join(sorted(missing))} (need whole-model plain and MVCR runs and a window run)")
+        raise ValueError(f"lack {', '.join(sorted(missing))} (need whole-model plain and MVCR runs and a window run)")
     rates["mvcr_extra"] = rates["train_all_mvcr"] - rates["train_all"]
     return rates
+
+
+def price(rates: dict[str, float], where: str, mvcr: bool, epochs: float, train_tokens_per_epoch: float, dev: int) -> float:
+    """Wall seconds of one job at the measured load (startup excluded)."""
+    train = rates[f"train_{where}"] + (rates["mvcr_extra"] if mvcr else 0.0)
+    return epochs * (train_tokens_per_epoch * train + dev * rates[f"eval_{where}"])
 
 
 def main() -> None:
@@ -82,8 +100,46 @@ def main() -> None:
     axes = {key.lstrip("+"): str(value).split(",") for key, value in sweep.items()}
     sizes = {name: yaml.safe_load((REPO / "conf" / "size" / f"{name}.yaml").read_text()) for name in axes["size"]}
     counts = {task: token_counts(task) for task in axes["task"]}
-    rates = measured_rates(args.run_dirs, {task: dev for task, (_, dev) in counts.items()})
+    dev_tokens = {task: dev for task, (_, dev) in counts.items()}
+    complete = [run_dir for run_dir in args.run_dirs if (run_dir / "metrics.json").is_file()]
+    if len(complete) < len(args.run_dirs):
+        print(f"skipped {len(args.run_dirs) - len(complete)} run dirs without metrics.json (not complete)", file=sys.stderr)
+    records = [_run_record(run_dir) for run_dir in complete]
+    unknown = sorted({r["task"] for r in records} - set(dev_tokens))
+    if unknown:
+        sys.exit(f"error: measured runs of tasks outside the sweep: {', '.join(unknown)}")
+    # Rates from one machine and precision never price another: seconds per token differ ~2x between
+    # an fp32 AMD EPYC core and a bf16 AMX Xeon core.
+    machines = defaultdict(list)
+    for r in records:
+        machines[r["machine"]].append(r)
+    priced = 0
+    for machine, group in sorted(machines.items()):
+        print(f"## {machine}: {len(group)} measured runs")
+        try:
+            rates = measured_rates(group, dev_tokens)
+        except ValueError as error:
+            print(f"not priced: these runs {error}")
+            continue
+        priced += 1
+        project(rates, group, axes, sizes, counts, args.cpu_share)
+    if not priced:
+        sys.exit("error: no machine's measured runs cover the rates the projection needs")
+
+
+def project(rates: dict[str, float], records: list[dict], axes: dict, sizes: dict, counts: dict, cpu_share: float) -> None:
+    """Print the rates, how they price the measured runs by size, and the sweep's projected cost."""
+    dev_tokens = {task: dev for task, (_, dev) in counts.items()}
     print("seconds per 1k tokens (at the measured load): " + ", ".join(f"{k} {1000 * v:.3f}" for k, v in sorted(rates.items())))
+    # One rate per kind of token prices all measured runs together exactly; how well it prices each
+    # training-set size apart says whether it extrapolates (fixed per-epoch costs would show here).
+    by_n = defaultdict(lambda: [0.0, 0.0])
+    for r in records:
+        size = min(sizes, key=lambda name: abs(sizes[name]["task"]["max_train_examples"] - r["n"]))
+        by_n[size][0] += r["train_s"] + r["eval_s"]
+        by_n[size][1] += price(rates, r["where"], r["mvcr"], 1, r["train_tokens"], r["evaluations"] * dev_tokens[r["task"]])
+    print("check, measured runs by size: " + ", ".join(
+        f"{size} took {spent / 3600:.2f} h, priced {priced / 3600:.2f} h" for size, (spent, priced) in sorted(by_n.items())))
     seeds = len(axes["seed"])
     total = 0.0
     print("| task | mean train len | dev tokens | " + " | ".join(f"{name}: CPU s per job (mean)" for name in sizes) + " |")
@@ -96,14 +152,13 @@ def main() -> None:
             for strategy in axes["strategy"]:
                 for condition in axes["condition"]:
                     where = "all" if condition == "all" else "window"
-                    train = rates[f"train_{where}"] + (rates["mvcr_extra"] if "mvcr" in strategy else 0.0)
-                    jobs.append(STARTUP_S + epochs * (n * length * train + dev * rates[f"eval_{where}"]))
+                    jobs.append(STARTUP_S + price(rates, where, "mvcr" in strategy, epochs, n * length, dev))
             total += seeds * sum(jobs)
-            cells.append(f"{args.cpu_share * statistics.fmean(jobs):.0f}")
+            cells.append(f"{cpu_share * statistics.fmean(jobs):.0f}")
         print(f"| {task} | {length:.1f} | {dev:,} | " + " | ".join(cells) + " |")
     jobs = seeds * len(axes["task"]) * len(axes["strategy"]) * len(axes["condition"]) * len(sizes)
-    print(f"{jobs} jobs: {total / 3600:.1f} h at the measured load, {args.cpu_share * total / 3600:.1f} CPU-hours "
-          f"(x {args.cpu_share}); two one-thread processes on two free cores: {args.cpu_share * total / 7200:.1f} h wall")
+    print(f"{jobs} jobs: {total / 3600:.1f} h at the measured load, {cpu_share * total / 3600:.1f} CPU-hours "
+          f"(x {cpu_share}); two one-thread processes on two free cores: {cpu_share * total / 7200:.1f} h wall")
 
 
 if __name__ == "__main__":
