@@ -33,7 +33,7 @@ def run(spec: dict) -> dict:
 
     from benchmarks import hf_trainer
     from hsv_exp import data as data_lib
-    from hsv_exp import glue_metrics
+    from hsv_exp import glue_metrics, precision
     from hsv_exp.backbone import load_tokenizer
     from hsv_exp.cli import compose
     from hsv_exp.quiet import quiet_libraries
@@ -92,8 +92,8 @@ def run(spec: dict) -> dict:
             "trainable_params": sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad),
             "num_train_examples": len(train), "num_dev_examples": len(dev),
             "mean_seq_len": float(np.mean([len(feature["input_ids"]) for feature in train.features])),
-            "precision": {"dtype": "bf16", "reason": "TrainingArguments(bf16=True)"} if spec["bf16"] else
-                         {"dtype": "fp32", "reason": "requested"},
+            "precision": {**({"dtype": "bf16", "reason": "TrainingArguments(bf16=True)"} if spec["bf16"] else
+                             {"dtype": "fp32", "reason": "requested"}), "cpu": precision.cpu_info()},
             "device": str(device), "main_metric": f"{dev_split}/{task.main_metric}"}
 
 

@@ -5,15 +5,17 @@ Face Trainer reaches on the same data and epochs, and clearly beat the majority 
     python scripts/trainer_bar.py --tasks rte     # one task
     python scripts/trainer_bar.py --report-only   # the table from what has run
 
-Each Trainer run is `python -m benchmarks.score_trainer` (the time-to-score benchmark's Trainer, bf16
-autocast as `train.precision=auto` picks on a CPU with bf16) on the study's composed budget: the task
-config's epochs, lr and batch, the whole train split (SST-2: task=sst2_8k), seed 0, one thread.
+Each Trainer run is `python -m benchmarks.score_trainer` (the time-to-score benchmark's Trainer, in
+bf16 where `train.precision=auto` picks bf16 on this machine, fp32 elsewhere) on the study's composed
+budget: the task config's epochs, lr and batch, the whole train split (SST-2: task=sst2_8k), seed 0,
+one thread.
 Results: results/study/trainer_bar/<task>.json, tracked, so --report-only rebuilds the table in any
 checkout (until 2026-12-03 they went to ~/.cache/hsv_exp/trainer_bar/, lost with that machine's cache:
 the table's Trainer cells were made then). The hsv_exp side: the pilot's run of the same
 config (results/pilot/runs.csv) and the study's own run
-(<--study>/+condition=all,seed=0,task=T,tuning=full/metrics.json, --study default multirun/study_full; the two agree to the
-last digit where both exist: runs are deterministic on one machine). Table: results/study/trainer_bar.md.
+(<--study>/+condition=all,seed=0,task=T,tuning=full/metrics.json, --study default multirun/study_full).
+Runs are deterministic on one machine and precision, not across them: the table names each cell's
+precision and CPU, and the pilot and the study differ where those differ. Table: results/study/trainer_bar.md.
 """
 
 from __future__ import annotations
@@ -45,8 +47,11 @@ def run_trainer(task: str) -> None:
         return
     WORK.mkdir(parents=True, exist_ok=True)
     spec = WORK / f"{task}.spec.json"
+    from hsv_exp import precision
+
+    bf16 = precision.resolve("auto", "cpu").enabled
     spec.write_text(json.dumps({"overrides": [f"task={task}", "model=minilm", "seed=0", "train.num_threads=1", "logger=none"],
-                                "tuning": "full", "bf16": True}))
+                                "tuning": "full", "bf16": bf16}))
     print(f"trainer_bar: {task} ...", flush=True)
     subprocess.run([sys.executable, "-m", "benchmarks.score_trainer", str(spec), str(trainer_result(task))], cwd=REPO, check=True)
 
@@ -86,23 +91,32 @@ def pilot_run(task: str) -> str:
     return "not run"
 
 
+def machine(info: dict) -> str:
+    """'bf16, AMD EPYC' from a run's precision record (records before the CPU was kept: the dtype)."""
+    return ", ".join(filter(None, [info.get("dtype"), info.get("cpu", {}).get("processor")]))
+
+
 def row(task: str, study: Path = STUDY) -> str:
-    cells = [task, majority(task)]
+    cells, machines = [task, majority(task)], []
     if trainer_result(task).is_file():
         result = json.loads(trainer_result(task).read_text())
         metric = result["main_metric"]
         cells.append(last_and_best([point["metrics"][metric] for point in result["points"]]))
         cells.append(f"{sum(result['epoch_train_s']):.0f}")
+        machines.append(machine(result["precision"]))
     else:
         cells += ["not run", ""]
+        machines.append("—")
     cells.append(pilot_run(task))
     ours = study / f"+condition=all,seed=0,task={task},tuning=full" / "metrics.json"
     if ours.is_file():
         metrics = json.loads(ours.read_text())
         cells.append(last_and_best([epoch[metrics["optimized_metric"]] for epoch in metrics["history"]]))
+        machines.append(machine(metrics["compute"]["precision"]))
     else:
         cells.append("not run")
-    return "| " + " | ".join(cells) + " |"
+        machines.append("—")
+    return "| " + " | ".join(cells + [" / ".join(machines)]) + " |"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             run_trainer(task)
     lines = ["# Whole-model full fine-tuning: the Hugging Face Trainer beside hsv_exp (issue 12's bar)", "",
-             "`python scripts/trainer_bar.py` (seed 0, the task configs' budget, one thread, bf16 autocast). "
-             "Dev main metric ×100, last epoch (best epoch).", "",
-             "| task | majority class | Trainer | Trainer training s | hsv_exp (pilot run) | hsv_exp (study run) |",
-             "|---|---|---|---|---|---|",
+             "`python scripts/trainer_bar.py` (seed 0, the task configs' budget, one thread). "
+             "Dev main metric ×100, last epoch (best epoch). The pilot's runs were bf16 on an AMD EPYC "
+             "(`results/pilot/runs.csv`); the last column names the Trainer's and the study run's.", "",
+             "| task | majority class | Trainer | Trainer training s | hsv_exp (pilot run) | hsv_exp (study run) | precision, CPU: Trainer / study run |",
+             "|---|---|---|---|---|---|---|",
              *(row(task, args.study) for task in TASKS)]
     text = "\n".join(lines) + "\n"
     print(text)
