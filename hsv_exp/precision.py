@@ -67,6 +67,13 @@ class Precision:
                 "reason": self.reason, "cpu": self.cpu}
 
 
+def machine_label(described: dict) -> str:
+    """'bf16, AMD EPYC' from a `Precision.describe()` record (older records without the CPU: the dtype).
+
+    Times measured under different labels are not comparable."""
+    return ", ".join(filter(None, [described.get("dtype"), described.get("cpu", {}).get("processor")]))
+
+
 def cpu_bf16_flags() -> list[str]:
     """The native-bf16 instruction flags /proc/cpuinfo lists (empty off Linux or without them)."""
     try:

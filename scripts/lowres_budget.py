@@ -33,6 +33,7 @@ import yaml
 from hsv_exp.backbone import load_tokenizer
 from hsv_exp.cli import compose
 from hsv_exp.data import encode, load_split
+from hsv_exp.precision import machine_label
 
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_S = 12.0  # process start, model and data loading: (process wall - train_wall_s) of the measured runs, 10-15 s
@@ -55,7 +56,7 @@ def _run_record(run_dir: Path) -> dict:
     where = "all" if info["select"] == "all" else "window"
     mvcr = (info["config"].get("regularizer") or {}).get("name") == "mvcr"
     return {
-        "machine": f"{compute['precision']['cpu']['processor']}, {compute['precision']['dtype']}",
+        "machine": machine_label(compute["precision"]),
         "task": info["task"], "where": where, "mvcr": mvcr, "n": info["num_train_examples"],
         "train_s": compute["train_time_s"],
         "train_tokens": compute["mean_seq_len"] * info["num_train_examples"] * len(info["history"]),

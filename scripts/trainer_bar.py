@@ -91,19 +91,16 @@ def pilot_run(task: str) -> str:
     return "not run"
 
 
-def machine(info: dict) -> str:
-    """'bf16, AMD EPYC' from a run's precision record (records before the CPU was kept: the dtype)."""
-    return ", ".join(filter(None, [info.get("dtype"), info.get("cpu", {}).get("processor")]))
-
-
 def row(task: str, study: Path = STUDY) -> str:
+    from hsv_exp.precision import machine_label
+
     cells, machines = [task, majority(task)], []
     if trainer_result(task).is_file():
         result = json.loads(trainer_result(task).read_text())
         metric = result["main_metric"]
         cells.append(last_and_best([point["metrics"][metric] for point in result["points"]]))
         cells.append(f"{sum(result['epoch_train_s']):.0f}")
-        machines.append(machine(result["precision"]))
+        machines.append(machine_label(result["precision"]))
     else:
         cells += ["not run", ""]
         machines.append("—")
@@ -112,7 +109,7 @@ def row(task: str, study: Path = STUDY) -> str:
     if ours.is_file():
         metrics = json.loads(ours.read_text())
         cells.append(last_and_best([epoch[metrics["optimized_metric"]] for epoch in metrics["history"]]))
-        machines.append(machine(metrics["compute"]["precision"]))
+        machines.append(machine_label(metrics["compute"]["precision"]))
     else:
         cells.append("not run")
         machines.append("—")
