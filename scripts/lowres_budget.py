@@ -1,6 +1,6 @@
 """Projected cost of sweeps/lowres.yaml from a few measured runs (issue 11's budget).
 
-    python scripts/lowres_budget.py MEASURED_RUN_DIR ... [--cpu-share 0.59]
+    python scripts/lowres_budget.py MEASURED_RUN_DIR ... [--cpu-share 0.59] [--done results/lowres/runs.csv]
 
 Each complete measured run dir (a lowres job, any task, N and epochs) gives seconds and tokens:
 training (compute.train_time_s over training tokens) and dev evaluation ((train_wall_s -
@@ -15,13 +15,19 @@ The rates are wall seconds at the load the runs were measured under; --cpu-share
 runs' (user + sys) / wall, from /usr/bin/time) turns them into CPU seconds, i.e. the wall time of
 an uncontended one-thread run.
 
+--done prices the complete jobs of a runs.csv (python -m hsv_exp.results ... --report lowres) with
+the same per-job projection and prints what is done and what is left of the sweep.
+
 The projection in sweeps/lowres.yaml's header, from every complete lowres run:
     python scripts/lowres_budget.py multirun/lowres*/+condition=*
+How far the sweep has got, in projected CPU-hours:
+    python scripts/lowres_budget.py multirun/lowres*/+condition=* --done results/lowres/runs.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -92,11 +98,48 @@ def price(rates: dict[str, float], where: str, mvcr: bool, epochs: float, train_
     return epochs * (train_tokens_per_epoch * train + dev * rates[f"eval_{where}"])
 
 
+def done_jobs(runs_csv: Path) -> list[tuple[str, str, str, str, str]]:
+    """(seed, size, task, strategy, condition) of each complete job in a runs.csv, from its run dir's name."""
+    jobs = []
+    with runs_csv.open() as f:
+        reader = csv.DictReader(f)
+        lacking = {"status", "run_dir"} - set(reader.fieldnames or ())
+        if lacking:
+            raise ValueError(f"no {' or '.join(sorted(lacking))} column (not a runs.csv of hsv_exp.results)")
+        for line, row in enumerate(reader, start=2):
+            if row["status"] != "complete":
+                continue
+            overrides = dict(item.partition("=")[::2] for item in Path(row["run_dir"]).name.split(","))
+            missing = [key for key in ("seed", "+size", "task", "+strategy", "+condition") if key not in overrides]
+            if missing:
+                raise ValueError(f"line {line}: run dir {row['run_dir']} names no {', '.join(missing)} (not a lowres sweep job)")
+            jobs.append(tuple(overrides[key] for key in ("seed", "+size", "task", "+strategy", "+condition")))
+    return jobs
+
+
+def split_cost(job_seconds: dict[tuple, float], done: list[tuple]) -> tuple[float, float]:
+    """(seconds of the done jobs, seconds left) of a sweep priced per (seed, size, task, strategy, condition)."""
+    unknown = sorted(set(done) - set(job_seconds))
+    if unknown:
+        raise ValueError(f"done jobs outside the sweep: {', '.join('/'.join(job) for job in unknown)}")
+    spent = sum(job_seconds[job] for job in set(done))
+    return spent, sum(job_seconds.values()) - spent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path)
     parser.add_argument("--cpu-share", type=float, default=1.0)
+    parser.add_argument("--done", type=Path, help="a lowres runs.csv: price its complete jobs and what is left")
     args = parser.parse_args()
+    done = None
+    if args.done is not None:
+        if not args.done.is_file():
+            sys.exit(f"error: --done {args.done}: no such file")
+        try:
+            done = done_jobs(args.done)
+        except ValueError as error:
+            sys.exit(f"error: --done {args.done}: {error}")
     sweep = yaml.safe_load((REPO / "sweeps" / "lowres.yaml").read_text())["hydra"]["sweeper"]["params"]
     axes = {key.lstrip("+"): str(value).split(",") for key, value in sweep.items()}
     sizes = {name: yaml.safe_load((REPO / "conf" / "size" / f"{name}.yaml").read_text()) for name in axes["size"]}
@@ -123,13 +166,23 @@ def main() -> None:
             print(f"not priced: these runs {error}")
             continue
         priced += 1
-        project(rates, group, axes, sizes, counts, args.cpu_share)
+        job_seconds = project(rates, group, axes, sizes, counts, args.cpu_share)
+        if done is not None:
+            try:
+                spent, left = split_cost(job_seconds, done)
+            except ValueError as error:
+                sys.exit(f"error: --done {args.done}: {error}")
+            print(f"done: {len(set(done))} of {len(job_seconds)} jobs, {args.cpu_share * spent / 3600:.1f} CPU-hours; "
+                  f"left: {len(job_seconds) - len(set(done))} jobs, {args.cpu_share * left / 3600:.1f} CPU-hours")
     if not priced:
         sys.exit("error: no machine's measured runs cover the rates the projection needs")
 
 
-def project(rates: dict[str, float], records: list[dict], axes: dict, sizes: dict, counts: dict, cpu_share: float) -> None:
-    """Print the rates, how they price the measured runs by size, and the sweep's projected cost."""
+def project(rates: dict[str, float], records: list[dict], axes: dict, sizes: dict, counts: dict, cpu_share: float) -> dict[tuple, float]:
+    """Print the rates, how they price the measured runs by size, and the sweep's projected cost.
+
+    Returns each job's seconds at the measured load, keyed (seed, size, task, strategy, condition).
+    """
     dev_tokens = {task: dev for task, (_, dev) in counts.items()}
     print("seconds per 1k tokens (at the measured load): " + ", ".join(f"{k} {1000 * v:.3f}" for k, v in sorted(rates.items())))
     # One rate per kind of token prices all measured runs together exactly; how well it prices each
@@ -141,8 +194,7 @@ def project(rates: dict[str, float], records: list[dict], axes: dict, sizes: dic
         by_n[size][1] += price(rates, r["where"], r["mvcr"], 1, r["train_tokens"], r["evaluations"] * dev_tokens[r["task"]])
     print("check, measured runs by size: " + ", ".join(
         f"{size} took {spent / 3600:.2f} h, priced {priced / 3600:.2f} h" for size, (spent, priced) in sorted(by_n.items())))
-    seeds = len(axes["seed"])
-    total = 0.0
+    job_seconds = {}
     print("| task | mean train len | dev tokens | " + " | ".join(f"{name}: CPU s per job (mean)" for name in sizes) + " |")
     print("|---|---|---|" + "---|" * len(sizes))
     for task, (length, dev) in counts.items():
@@ -154,12 +206,14 @@ def project(rates: dict[str, float], records: list[dict], axes: dict, sizes: dic
                 for condition in axes["condition"]:
                     where = "all" if condition == "all" else "window"
                     jobs.append(STARTUP_S + price(rates, where, "mvcr" in strategy, epochs, n * length, dev))
-            total += seeds * sum(jobs)
+                    for seed in axes["seed"]:
+                        job_seconds[(seed, name, task, strategy, condition)] = jobs[-1]
             cells.append(f"{cpu_share * statistics.fmean(jobs):.0f}")
         print(f"| {task} | {length:.1f} | {dev:,} | " + " | ".join(cells) + " |")
-    jobs = seeds * len(axes["task"]) * len(axes["strategy"]) * len(axes["condition"]) * len(sizes)
-    print(f"{jobs} jobs: {total / 3600:.1f} h at the measured load, {cpu_share * total / 3600:.1f} CPU-hours "
+    total = sum(job_seconds.values())
+    print(f"{len(job_seconds)} jobs: {total / 3600:.1f} h at the measured load, {cpu_share * total / 3600:.1f} CPU-hours "
           f"(x {cpu_share}); two one-thread processes on two free cores: {cpu_share * total / 7200:.1f} h wall")
+    return job_seconds
 
 
 if __name__ == "__main__":

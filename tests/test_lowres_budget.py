@@ -1,5 +1,6 @@
 """scripts/lowres_budget.py's rates: total seconds over total tokens, per kind of token."""
 
+import csv
 import sys
 
 import pytest
@@ -8,7 +9,7 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 
-from lowres_budget import measured_rates, price  # noqa: E402
+from lowres_budget import done_jobs, measured_rates, price, split_cost  # noqa: E402
 
 
 def record(where, mvcr, train_s, train_tokens, eval_s, evaluations, task="rte"):
@@ -32,3 +33,34 @@ def test_rates_are_ratios_of_sums_and_price_their_own_runs_exactly():
 def test_missing_kinds_are_named():
     with pytest.raises(ValueError, match="train_all_mvcr, train_window"):
         measured_rates([record("all", False, 10.0, 1_000, 4.0, 2)], {"rte": 1_000})
+
+
+def write_runs_csv(path, rows):
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([("status", "task", "run_dir")] + [(status, "rte", run_dir) for status, run_dir in rows])
+    return path
+
+
+def test_done_prices_the_complete_jobs_once_and_the_rest_as_left(tmp_path):
+    job = "multirun/lowres/+condition={c},+size=n100,+strategy=plain,seed={s},task=rte"
+    runs = write_runs_csv(tmp_path / "runs.csv", [
+        ("complete", job.format(c="all", s=0)), ("incomplete", job.format(c="vartol_k2", s=0)),
+        ("complete", job.format(c="vartol_k2", s=1))])
+    done = done_jobs(runs)
+    assert done == [("0", "n100", "rte", "plain", "all"), ("1", "n100", "rte", "plain", "vartol_k2")]
+    job_seconds = {(seed, "n100", "rte", "plain", c): cost for seed in ("0", "1")
+                   for c, cost in (("all", 10.0), ("vartol_k2", 4.0))}
+    assert split_cost(job_seconds, done) == (14.0, 14.0)
+    assert split_cost(job_seconds, done + done) == (14.0, 14.0)  # a job listed twice is done once
+
+
+def test_done_refuses_jobs_outside_the_sweep(tmp_path):
+    outside = write_runs_csv(tmp_path / "outside.csv", [("complete", "multirun/lowres/+condition=all,+size=n100,+strategy=plain,seed=9,task=rte")])
+    with pytest.raises(ValueError, match="outside the sweep: 9/n100/rte/plain/all"):
+        split_cost({("0", "n100", "rte", "plain", "all"): 1.0}, done_jobs(outside))
+    other = write_runs_csv(tmp_path / "other.csv", [("complete", "multirun/study/seed=0,task=rte")])
+    with pytest.raises(ValueError, match=r"line 2: .* names no \+size, \+strategy, \+condition"):
+        done_jobs(other)
+    (tmp_path / "bad.csv").write_text("task,N\nrte,100\n")
+    with pytest.raises(ValueError, match="no run_dir or status column"):
+        done_jobs(tmp_path / "bad.csv")
