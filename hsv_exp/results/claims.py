@@ -16,13 +16,13 @@ from hsv_exp.results.runs import Condition, Run, conditions, head_layer_of, main
 from hsv_exp.results.tables import TOLERANCES, mean_std
 
 
-def _by_seed(condition: Condition) -> dict:
-    return {run.info.get("seed"): run.info["best"][main_key(run.info)] for run in condition.runs}
+def _by_seed(condition: Condition, which: str) -> dict:
+    return {run.info.get("seed"): run.info[which][main_key(run.info)] for run in condition.runs}
 
 
-def paired_delta(a: Condition, b: Condition) -> tuple[list[float], int, int]:
-    """(a - b per shared seed, a wins, b wins), scores x100."""
-    sa, sb = _by_seed(a), _by_seed(b)
+def paired_delta(a: Condition, b: Condition, which: str = "best") -> tuple[list[float], int, int]:
+    """(a - b per shared seed, a wins, b wins), scores x100 at the best or the last epoch."""
+    sa, sb = _by_seed(a, which), _by_seed(b, which)
     deltas = [100 * (sa[seed] - sb[seed]) for seed in sorted(set(sa) & set(sb), key=str)]
     return deltas, sum(d > 0 for d in deltas), sum(d < 0 for d in deltas)
 
