@@ -38,7 +38,7 @@ import torch
 from hsv_exp import checkpoint as ckpt
 from hsv_exp.compute import accounting, injected_params
 from hsv_exp.config import TaskConfig, TrainConfig, TuningConfig
-from hsv_exp.run_dir import clean_checkpoint
+from hsv_exp.run_dir import STAGE1_DIR, clean_checkpoint
 from hsv_exp.strategy_config import HeadInitConfig, stage_epochs
 from hsv_exp.data import Encoded
 from hsv_exp.errors import HsvError
@@ -58,7 +58,7 @@ LORA_QKVO = {
     "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin"],
     "deberta-v2": ["query_proj", "key_proj", "value_proj", "attention.output.dense"],
 }
-STAGE = "head_init"  # the stage-1 dir in the run dir, and the `stage` mark of its history records
+STAGE = STAGE1_DIR  # the stage-1 dir in the run dir, and the `stage` mark of its history records
 RESULT_FILE = "head_init.pt"
 
 

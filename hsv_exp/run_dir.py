@@ -27,6 +27,9 @@ from hsv_exp.selection import Selection
 log = logging.getLogger("hsv_exp")
 
 CHECKPOINT = Path("checkpoint") / "last.pt"
+# A head init's stage 1 (hsv_exp.head_init) trains in this subdir of the run dir: its own checkpoint
+# while it runs, the pretrained head once done. It is part of its run, never a run of its own.
+STAGE1_DIR = "head_init"
 
 
 def semantic_config(config: dict, drop: tuple[str, ...] = ()) -> dict:

@@ -15,7 +15,8 @@ import pytest
 from hsv_exp.errors import DataError
 from hsv_exp.results.__main__ import main
 from hsv_exp.config import EXECUTION, NOT_SEMANTIC, keys_marked
-from hsv_exp.results.runs import Condition, Run, condition_notes, head_layer_of
+from hsv_exp.results.runs import Condition, Run, condition_notes, find_runs, head_layer_of
+from hsv_exp.run_dir import STAGE1_DIR
 from hsv_exp.results.study import aggregate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -213,6 +214,19 @@ def test_cli_subprocess(runs_root: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "10 complete, 1 failed, 3 scan-only, 1 incomplete" in result.stdout
     assert (out / "summary.md").exists() and (out / "runs.csv").exists()
+
+
+def test_a_run_stopped_in_its_head_init_stage_is_one_incomplete_run(tmp_path: Path) -> None:
+    # EH-FT's stage 1 trains in <run_dir>/head_init with its own checkpoint; that dir is not a run
+    run_dir = tmp_path / "lowres" / "+strategy=ehft,seed=1,task=mrpc"
+    _hydra(run_dir, "all")
+    (run_dir / STAGE1_DIR / "checkpoint").mkdir(parents=True)
+    done = tmp_path / "lowres" / "+strategy=ehft,seed=0,task=mrpc"
+    _write(done / "metrics.json", _metrics("mrpc", "full", "all", None, 0, 0.8, 0.8))
+    (done / STAGE1_DIR).mkdir()
+    (done / STAGE1_DIR / "head_init.pt").write_bytes(b"")
+    runs = find_runs([tmp_path / "lowres"])
+    assert [(run.run_dir, run.status) for run in runs] == [(done, "complete"), (run_dir, "incomplete")]
 
 
 def test_cli_no_runs(tmp_path: Path) -> None:

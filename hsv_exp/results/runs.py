@@ -18,10 +18,11 @@ from typing import Any, Iterable
 
 from hsv_exp.config import EXECUTION, NOT_SEMANTIC, keys_marked
 from hsv_exp.errors import DataError
+from hsv_exp.run_dir import STAGE1_DIR
 from hsv_exp.selection import pick_head_layer
 
 METRICS, FAILED, VARIABILITY = "metrics.json", "failed.json", "variability.json"
-NOT_A_RUN_DIR = {".hydra", "wandb", "__pycache__"}  # never descended into
+NOT_A_RUN_DIR = {".hydra", "wandb", "__pycache__", STAGE1_DIR}  # never descended into
 # Config keys that may differ between seeds of one condition without making it another condition:
 # the schema's NOT_SEMANTIC and EXECUTION keys, the seed (what a condition pools over), the stage
 # (stage=train after a separate stage=scan trains what stage=all trains), and Hydra's own config.
