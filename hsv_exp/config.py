@@ -364,6 +364,15 @@ def run_dirname(override_dirname: str) -> str:
     return name
 
 
+def overrides_of_dirname(name: str) -> dict[str, str]:
+    """The overrides a run dir's name spells (run_dirname's inverse), key -> value, e.g. '+size' -> 'n100'.
+
+    Exact for the names sweeps give their jobs; a hashed name, or a value holding ',' or '/', does not
+    come back whole.
+    """
+    return dict(item.partition("=")[::2] for item in name.split(","))
+
+
 def register_configs() -> None:
     ConfigStore.instance().store(name="base_config", node=Config)
     if not OmegaConf.has_resolver("hsv.dirname"):

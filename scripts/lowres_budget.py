@@ -38,6 +38,7 @@ import yaml
 
 from hsv_exp.backbone import load_tokenizer
 from hsv_exp.cli import compose
+from hsv_exp.config import overrides_of_dirname
 from hsv_exp.data import encode, load_split
 from hsv_exp.precision import machine_label
 
@@ -98,9 +99,12 @@ def price(rates: dict[str, float], where: str, mvcr: bool, epochs: float, train_
     return epochs * (train_tokens_per_epoch * train + dev * rates[f"eval_{where}"])
 
 
-def done_jobs(runs_csv: Path) -> list[tuple[str, str, str, str, str]]:
+JOB_KEY = ("seed", "+size", "task", "+strategy", "+condition")  # the overrides that name one lowres job
+
+
+def done_jobs(runs_csv: Path) -> set[tuple[str, str, str, str, str]]:
     """(seed, size, task, strategy, condition) of each complete job in a runs.csv, from its run dir's name."""
-    jobs = []
+    jobs = set()
     with runs_csv.open() as f:
         reader = csv.DictReader(f)
         lacking = {"status", "run_dir"} - set(reader.fieldnames or ())
@@ -109,20 +113,20 @@ def done_jobs(runs_csv: Path) -> list[tuple[str, str, str, str, str]]:
         for line, row in enumerate(reader, start=2):
             if row["status"] != "complete":
                 continue
-            overrides = dict(item.partition("=")[::2] for item in Path(row["run_dir"]).name.split(","))
-            missing = [key for key in ("seed", "+size", "task", "+strategy", "+condition") if key not in overrides]
+            overrides = overrides_of_dirname(Path(row["run_dir"]).name)
+            missing = [key for key in JOB_KEY if key not in overrides]
             if missing:
                 raise ValueError(f"line {line}: run dir {row['run_dir']} names no {', '.join(missing)} (not a lowres sweep job)")
-            jobs.append(tuple(overrides[key] for key in ("seed", "+size", "task", "+strategy", "+condition")))
+            jobs.add(tuple(overrides[key] for key in JOB_KEY))
     return jobs
 
 
-def split_cost(job_seconds: dict[tuple, float], done: list[tuple]) -> tuple[float, float]:
+def split_cost(job_seconds: dict[tuple, float], done: set[tuple]) -> tuple[float, float]:
     """(seconds of the done jobs, seconds left) of a sweep priced per (seed, size, task, strategy, condition)."""
-    unknown = sorted(set(done) - set(job_seconds))
+    unknown = sorted(done - set(job_seconds))
     if unknown:
         raise ValueError(f"done jobs outside the sweep: {', '.join('/'.join(job) for job in unknown)}")
-    spent = sum(job_seconds[job] for job in set(done))
+    spent = sum(job_seconds[job] for job in done)
     return spent, sum(job_seconds.values()) - spent
 
 
@@ -172,8 +176,8 @@ def main() -> None:
                 spent, left = split_cost(job_seconds, done)
             except ValueError as error:
                 sys.exit(f"error: --done {args.done}: {error}")
-            print(f"done: {len(set(done))} of {len(job_seconds)} jobs, {args.cpu_share * spent / 3600:.1f} CPU-hours; "
-                  f"left: {len(job_seconds) - len(set(done))} jobs, {args.cpu_share * left / 3600:.1f} CPU-hours")
+            print(f"done: {len(done)} of {len(job_seconds)} jobs, {args.cpu_share * spent / 3600:.1f} CPU-hours; "
+                  f"left: {len(job_seconds) - len(done)} jobs, {args.cpu_share * left / 3600:.1f} CPU-hours")
     if not priced:
         sys.exit("error: no machine's measured runs cover the rates the projection needs")
 

@@ -80,12 +80,13 @@ def pilot_run(task: str) -> str:
     """The pilot's run at the task config's lr and epochs (results/pilot/runs.csv): the same config as
     the study's whole-model full FT on seed 0 (the pilot sweep pins batch 16, as the study does)."""
     from hsv_exp.cli import compose
+    from hsv_exp.config import overrides_of_dirname
 
     train = compose([f"task={task}"]).train
     with open(PILOT_RUNS, newline="") as f:
         runs = list(csv.DictReader(f))
     for run in runs:
-        settings = dict(part.split("=", 1) for part in Path(run["run_dir"]).name.split(","))
+        settings = overrides_of_dirname(Path(run["run_dir"]).name)
         if (settings["task"], float(settings["train.lr"]), int(settings["train.epochs"])) == (task, train.lr, train.epochs):
             return f"{100 * float(run['last_main']):.1f} (best {100 * float(run['best_main']):.1f}, ep {run['best_epoch']})"
     return "not run"

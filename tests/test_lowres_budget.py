@@ -47,11 +47,11 @@ def test_done_prices_the_complete_jobs_once_and_the_rest_as_left(tmp_path):
         ("complete", job.format(c="all", s=0)), ("incomplete", job.format(c="vartol_k2", s=0)),
         ("complete", job.format(c="vartol_k2", s=1))])
     done = done_jobs(runs)
-    assert done == [("0", "n100", "rte", "plain", "all"), ("1", "n100", "rte", "plain", "vartol_k2")]
+    assert done == {("0", "n100", "rte", "plain", "all"), ("1", "n100", "rte", "plain", "vartol_k2")}
     job_seconds = {(seed, "n100", "rte", "plain", c): cost for seed in ("0", "1")
                    for c, cost in (("all", 10.0), ("vartol_k2", 4.0))}
     assert split_cost(job_seconds, done) == (14.0, 14.0)
-    assert split_cost(job_seconds, done + done) == (14.0, 14.0)  # a job listed twice is done once
+    assert done_jobs(write_runs_csv(tmp_path / "twice.csv", [("complete", job.format(c="all", s=0))] * 2)) == {("0", "n100", "rte", "plain", "all")}
 
 
 def test_done_refuses_jobs_outside_the_sweep(tmp_path):
