@@ -16,7 +16,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
 from hsv_exp.cli import CONF_DIR  # registers the schema and the hsv.dirname resolver
-from hsv_exp.config import Config, run_dirname, to_config
+from hsv_exp.config import Config, overrides_of_dirname, run_dirname, to_config
 from hsv_exp.errors import ConfigError
 
 # conf/local holds git-ignored site settings; `optional local: default` loads them in every compose.
@@ -263,6 +263,11 @@ def test_run_dirname():
     assert run_dirname(long) == name  # stable, so a relaunch finds the same dir
     assert run_dirname(long + "y") != name  # distinct configs with the same prefix stay apart
     assert len(run_dirname("y" * 180)) == 180  # at the limit: kept as is
+
+
+def test_a_sweep_job_dirname_reads_back_into_its_overrides():
+    name = run_dirname("+condition=vartol_k2,+size=n100,seed=1,task=rte,train.lr=2e-05")
+    assert overrides_of_dirname(name) == {"+condition": "vartol_k2", "+size": "n100", "seed": "1", "task": "rte", "train.lr": "2e-05"}
 
 
 def test_run_dir_names_the_overrides_that_change_the_result():
