@@ -22,6 +22,12 @@ The projection in sweeps/lowres.yaml's header, from every complete lowres run:
     python scripts/lowres_budget.py multirun/lowres*/+condition=*
 How far the sweep has got, in projected CPU-hours:
     python scripts/lowres_budget.py multirun/lowres*/+condition=* --done results/lowres/runs.csv
+Run time a session spent (its start from `date +%s`), the figure its issue note gives:
+    python scripts/lowres_budget.py multirun/lowres/+condition=* --since 1796649134
+
+--since UNIX_S prints only that: the complete runs that started after UNIX_S (metrics.json's
+started_unix_s) and their run time, each run's train_wall_s or its train_time_s_total when larger
+(EH-FT's stage 1 is timed apart from the training loop). A run resumed in the window counts whole.
 """
 
 from __future__ import annotations
@@ -130,12 +136,33 @@ def split_cost(job_seconds: dict[tuple, float], done: set[tuple]) -> tuple[float
     return spent, sum(job_seconds.values()) - spent
 
 
+def run_time_since(run_dirs: list[Path], since: float) -> tuple[int, float]:
+    """(count, seconds of run time) of the complete runs among run_dirs that started after `since`."""
+    count, seconds = 0, 0.0
+    for run_dir in run_dirs:
+        path = run_dir / "metrics.json"
+        if not path.is_file():
+            continue
+        info = json.loads(path.read_text())
+        if info.get("status") != "complete" or info["started_unix_s"] <= since:
+            continue
+        compute = info["compute"]
+        count += 1
+        seconds += max(compute["train_wall_s"], compute.get("train_time_s_total", compute["train_time_s"]))
+    return count, seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path)
     parser.add_argument("--cpu-share", type=float, default=1.0)
     parser.add_argument("--done", type=Path, help="a lowres runs.csv: price its complete jobs and what is left")
+    parser.add_argument("--since", type=float, metavar="UNIX_S", help="only print the run time of the runs started after UNIX_S")
     args = parser.parse_args()
+    if args.since is not None:
+        count, seconds = run_time_since(args.run_dirs, args.since)
+        print(f"{count} complete runs started after {args.since:.0f}: {seconds / 3600:.2f} h of run time")
+        return
     done = None
     if args.done is not None:
         if not args.done.is_file():
