@@ -25,9 +25,10 @@ How far the sweep has got, in projected CPU-hours:
 Run time a session spent (its start from `date +%s`), the figure its issue note gives:
     python scripts/lowres_budget.py multirun/lowres/+condition=* --since 1796649134
 
---since UNIX_S prints only that: the complete runs that started after UNIX_S (metrics.json's
-started_unix_s) and their run time, each run's train_wall_s or its train_time_s_total when larger
-(EH-FT's stage 1 is timed apart from the training loop). A run resumed in the window counts whole.
+--since UNIX_S prints only that: tables.md's compute lines (hsv_exp.results.lowres.compute_hours:
+train_wall_s summed, both stages and the dev evaluations, reused runs left out) over the complete
+runs whose last process started after UNIX_S (metrics.json's started_unix_s). A run resumed in the
+window counts whole (train_wall_s sums its resumes).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from hsv_exp.cli import compose
 from hsv_exp.config import overrides_of_dirname
 from hsv_exp.data import encode, load_split
 from hsv_exp.precision import machine_label
+from hsv_exp.results.lowres import compute_hours
+from hsv_exp.results.runs import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_S = 12.0  # process start, model and data loading: (process wall - train_wall_s) of the measured runs, 10-15 s
@@ -136,20 +139,10 @@ def split_cost(job_seconds: dict[tuple, float], done: set[tuple]) -> tuple[float
     return spent, sum(job_seconds.values()) - spent
 
 
-def run_time_since(run_dirs: list[Path], since: float) -> tuple[int, float]:
-    """(count, seconds of run time) of the complete runs among run_dirs that started after `since`."""
-    count, seconds = 0, 0.0
-    for run_dir in run_dirs:
-        path = run_dir / "metrics.json"
-        if not path.is_file():
-            continue
-        info = json.loads(path.read_text())
-        if info.get("status") != "complete" or info["started_unix_s"] <= since:
-            continue
-        compute = info["compute"]
-        count += 1
-        seconds += max(compute["train_wall_s"], compute.get("train_time_s_total", compute["train_time_s"]))
-    return count, seconds
+def run_time_since(run_dirs: list[Path], since: float) -> list[str]:
+    """tables.md's compute lines over the complete runs among run_dirs that started after `since`."""
+    complete = [run for run in map(load_run, run_dirs) if run is not None and run.status == "complete"]
+    return compute_hours([run for run in complete if run.info["started_unix_s"] > since])
 
 
 def main() -> None:
@@ -160,8 +153,8 @@ def main() -> None:
     parser.add_argument("--since", type=float, metavar="UNIX_S", help="only print the run time of the runs started after UNIX_S")
     args = parser.parse_args()
     if args.since is not None:
-        count, seconds = run_time_since(args.run_dirs, args.since)
-        print(f"{count} complete runs started after {args.since:.0f}: {seconds / 3600:.2f} h of run time")
+        lines = run_time_since(args.run_dirs, args.since)
+        print(f"complete runs started after {args.since:.0f}:", *lines or ["none"], sep="\n")
         return
     done = None
     if args.done is not None:

@@ -1,7 +1,6 @@
 """scripts/lowres_budget.py's rates: total seconds over total tokens, per kind of token."""
 
 import csv
-import json
 import sys
 
 import pytest
@@ -11,6 +10,8 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "scripts"))
 
 from lowres_budget import done_jobs, measured_rates, price, run_time_since, split_cost  # noqa: E402
+from test_results import _write  # noqa: E402
+from test_results_lowres import WALL, lowres_metrics  # noqa: E402
 
 
 def record(where, mvcr, train_s, train_tokens, eval_s, evaluations, task="rte"):
@@ -67,20 +68,18 @@ def test_done_refuses_jobs_outside_the_sweep(tmp_path):
         done_jobs(tmp_path / "bad.csv")
 
 
-def write_run(run_dir, status, started, wall, train, train_total=None):
-    run_dir.mkdir(parents=True)
-    compute = {"train_wall_s": wall, "train_time_s": train}
-    if train_total is not None:
-        compute["train_time_s_total"] = train_total
-    (run_dir / "metrics.json").write_text(json.dumps({"status": status, "started_unix_s": started, "compute": compute}))
-    return run_dir
 
+def test_run_time_since_is_the_compute_section_over_the_runs_started_after(tmp_path):
+    def run(name, started, reused=False):
+        info = lowres_metrics(100, "all", "plain", 0, 0.5, reused=reused)
+        _write(tmp_path / name / "metrics.json", {**info, "started_unix_s": started})
+        return tmp_path / name
 
-def test_run_time_since_counts_complete_runs_started_after(tmp_path):
-    runs = [write_run(tmp_path / "a", "complete", 100.0, 50.0, 40.0),
-            write_run(tmp_path / "b", "complete", 200.0, 30.0, 20.0, train_total=45.0),  # EH-FT: stage 1 outside the wall
-            write_run(tmp_path / "c", "complete", 90.0, 1000.0, 900.0),  # before the window
-            write_run(tmp_path / "d", "failed", 300.0, 1000.0, 900.0),
-            tmp_path / "e"]  # never finished: no metrics.json
-    assert run_time_since(runs, 95.0) == (2, 95.0)
-    assert run_time_since(runs, 200.0) == (0, 0.0)
+    failed = tmp_path / "failed"
+    _write(failed / "failed.json", {"status": "failed", "error": "out of memory", "started_unix_s": 300.0})
+    incomplete = tmp_path / "incomplete"
+    (incomplete / "checkpoint").mkdir(parents=True)
+    runs = [run("a", 100.0), run("b", 200.0), run("before", 90.0), run("reused", 300.0, reused=True), failed, incomplete]
+    # a and b: 2 x WALL s of train_wall_s, one thread each; the reused run costs nothing and is left out
+    assert run_time_since(runs, 95.0) == [f"- cpu, 1 thread per run: {2 * WALL / 3600:.2f} h over 2 runs ({2 * WALL / 3600:.2f} core-hours)"]
+    assert run_time_since(runs, 200.0) == []
