@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import sys
 from collections import defaultdict
@@ -49,7 +48,7 @@ from hsv_exp.config import overrides_of_dirname
 from hsv_exp.data import encode, load_split
 from hsv_exp.precision import machine_label
 from hsv_exp.results.lowres import compute_hours
-from hsv_exp.results.runs import load_run
+from hsv_exp.results.runs import Run, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_S = 12.0  # process start, model and data loading: (process wall - train_wall_s) of the measured runs, 10-15 s
@@ -65,9 +64,8 @@ def token_counts(task: str) -> tuple[float, int]:
     return sum(lengths) / len(lengths), sum(len(f["input_ids"]) for f in dev.features)
 
 
-def _run_record(run_dir: Path) -> dict:
-    """What one measured run contributes: its seconds and tokens, and where they are counted."""
-    info = json.loads((run_dir / "metrics.json").read_text())
+def _run_record(info: dict) -> dict:
+    """What one measured run (its metrics.json) contributes: its seconds and tokens, and where they are counted."""
     compute = info["compute"]
     where = "all" if info["select"] == "all" else "window"
     mvcr = (info["config"].get("regularizer") or {}).get("name") == "mvcr"
@@ -139,10 +137,13 @@ def split_cost(job_seconds: dict[tuple, float], done: set[tuple]) -> tuple[float
     return spent, sum(job_seconds.values()) - spent
 
 
+def complete_runs(run_dirs: list[Path]) -> list[Run]:
+    return [run for run in map(load_run, run_dirs) if run is not None and run.status == "complete"]
+
+
 def run_time_since(run_dirs: list[Path], since: float) -> list[str]:
     """tables.md's compute lines over the complete runs among run_dirs that started after `since`."""
-    complete = [run for run in map(load_run, run_dirs) if run is not None and run.status == "complete"]
-    return compute_hours([run for run in complete if run.info["started_unix_s"] > since])
+    return compute_hours([run for run in complete_runs(run_dirs) if run.info["started_unix_s"] > since])
 
 
 def main() -> None:
@@ -169,10 +170,10 @@ def main() -> None:
     sizes = {name: yaml.safe_load((REPO / "conf" / "size" / f"{name}.yaml").read_text()) for name in axes["size"]}
     counts = {task: token_counts(task) for task in axes["task"]}
     dev_tokens = {task: dev for task, (_, dev) in counts.items()}
-    complete = [run_dir for run_dir in args.run_dirs if (run_dir / "metrics.json").is_file()]
+    complete = complete_runs(args.run_dirs)
     if len(complete) < len(args.run_dirs):
         print(f"skipped {len(args.run_dirs) - len(complete)} run dirs without metrics.json (not complete)", file=sys.stderr)
-    records = [_run_record(run_dir) for run_dir in complete]
+    records = [_run_record(run.info) for run in complete]
     unknown = sorted({r["task"] for r in records} - set(dev_tokens))
     if unknown:
         sys.exit(f"error: measured runs of tasks outside the sweep: {', '.join(unknown)}")
