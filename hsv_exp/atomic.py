@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Iterable
 
 
 def write_atomic(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
@@ -35,3 +36,16 @@ def write_text(path: Path, text: str) -> None:
 def write_figure(path: Path, figure) -> None:
     """A matplotlib Figure as a 130-dpi PNG, written atomically."""
     write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=130), binary=True)
+
+
+def write_csv(path: Path, rows: Iterable[dict], columns: list[str] | None = None) -> None:
+    """Rows as CSV, atomically: `columns` in order (default: every key, first seen first); missing or None = empty."""
+    rows = list(rows)
+    columns = columns or list(dict.fromkeys(key for row in rows for key in row))
+
+    def write(f: IO) -> None:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    write_atomic(path, write)

@@ -14,7 +14,6 @@ summary.json and probe.png (nu and the probe score per layer, one panel per task
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 from hsv_exp import data as data_lib
-from hsv_exp.atomic import write_atomic, write_json_atomic
+from hsv_exp.atomic import write_atomic, write_csv, write_json_atomic
 from hsv_exp.backbone import load_backbone, load_tokenizer
 from hsv_exp.config import Config
 from hsv_exp.probe import layer_states, probe_layers, summarise
@@ -52,16 +51,6 @@ def task_rows(cfg: Config, backbone, tokenizer) -> tuple[list[dict], dict]:
     info = {"train_examples": len(train_split), "dev_examples": len(dev_split), "main_metric": cfg.task.main_metric,
             "forward_seconds": round(forward_seconds, 1), "probe_seconds": round(time.perf_counter() - started - forward_seconds, 1)}
     return [{"task": cfg.task.name, **row} for row in rows], {**info, **summarise(rows, cfg.task.main_metric)}
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-
-    def write(f):
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    write_atomic(path, write)
 
 
 def markdown(rows: list[dict], summary: dict, command: str) -> str:

@@ -172,7 +172,7 @@ def main() -> None:
     dev_tokens = {task: dev for task, (_, dev) in counts.items()}
     complete = complete_runs(args.run_dirs)
     if len(complete) < len(args.run_dirs):
-        print(f"skipped {len(args.run_dirs) - len(complete)} run dirs without metrics.json (not complete)", file=sys.stderr)
+        print(f"skipped {len(args.run_dirs) - len(complete)} run dirs that are not complete (running, stopped or failed)", file=sys.stderr)
     records = [_run_record(run.info) for run in complete]
     unknown = sorted({r["task"] for r in records} - set(dev_tokens))
     if unknown:
@@ -208,7 +208,6 @@ def project(rates: dict[str, float], records: list[dict], axes: dict, sizes: dic
 
     Returns each job's seconds at the measured load, keyed (seed, size, task, strategy, condition).
     """
-    dev_tokens = {task: dev for task, (_, dev) in counts.items()}
     print("seconds per 1k tokens (at the measured load): " + ", ".join(f"{k} {1000 * v:.3f}" for k, v in sorted(rates.items())))
     # One rate per kind of token prices all measured runs together exactly; how well it prices each
     # training-set size apart says whether it extrapolates (fixed per-epoch costs would show here).
@@ -216,7 +215,7 @@ def project(rates: dict[str, float], records: list[dict], axes: dict, sizes: dic
     for r in records:
         size = min(sizes, key=lambda name: abs(sizes[name]["task"]["max_train_examples"] - r["n"]))
         by_n[size][0] += r["train_s"] + r["eval_s"]
-        by_n[size][1] += price(rates, r["where"], r["mvcr"], 1, r["train_tokens"], r["evaluations"] * dev_tokens[r["task"]])
+        by_n[size][1] += price(rates, r["where"], r["mvcr"], 1, r["train_tokens"], r["evaluations"] * counts[r["task"]][1])
     print("check, measured runs by size: " + ", ".join(
         f"{size} took {spent / 3600:.2f} h, priced {priced / 3600:.2f} h" for size, (spent, priced) in sorted(by_n.items())))
     job_seconds = {}

@@ -43,13 +43,18 @@ SCORES = {
 # Last-epoch score = best - 0.01, except where a cell's last epoch falls further.
 LAST_DROP = {(100, "all", "mvcr"): 0.05}
 WALL = 100.0  # train_wall_s of every run but the reused one
+# MVCR's cost against plain: its autoencoders' FLOPs per token and optimizer time (train_time_s), and a
+# seed whose optimizer time a busy machine tripled (the medians in tables.md stay at MVCR_TIME).
+MVCR_FLOPS, MVCR_TIME, SLOW_SEED = 1.5, 2.0, 2
 
 
 def lowres_metrics(n: int, selection: str, strategy: str, seed: int, best: float, *, reused: bool = False) -> dict:
     window = selection == "window"
     last = best - LAST_DROP.get((n, selection, strategy), 0.01)
+    mvcr = strategy == "mvcr"
+    train_time = WALL / 2 * (MVCR_TIME * (3 if seed == SLOW_SEED else 1) if mvcr else 1)
     info = _metrics("rte", "full", "variability" if window else "all", 2, seed, best, last, head_layer=6,
-                    train_fraction=0.5 if window else 1.0, train_time=WALL / 2)
+                    train_fraction=0.5 if window else 1.0, train_time=train_time)
     head_init, regularizer = STRATEGIES[strategy]
     config = info["config"]
     config["task"]["max_train_examples"] = n
@@ -59,7 +64,8 @@ def lowres_metrics(n: int, selection: str, strategy: str, seed: int, best: float
     config["train"].update(epochs=EPOCHS[n], num_threads=1, cache_frozen="auto")
     info.update(rule=config["select"]["rule"], num_train_examples=n,
                 history=[{"epoch": epoch, "train/loss": 0.5, "dev/accuracy": best} for epoch in range(1, EPOCHS[n] + 1)])
-    info["compute"].update(mean_seq_len=MEAN_LEN, train_flops_per_token=PER_TOKEN, train_flops_per_token_cached=PER_TOKEN_CACHED,
+    cost = MVCR_FLOPS if mvcr else 1.0
+    info["compute"].update(mean_seq_len=MEAN_LEN, train_flops_per_token=cost * PER_TOKEN, train_flops_per_token_cached=cost * PER_TOKEN_CACHED,
                            train_wall_s=0.0 if reused else WALL, device="cpu")
     if reused:
         info["reused_from"] = "elsewhere"
@@ -114,7 +120,7 @@ def _section(text: str, title: str) -> str:
 
 def test_csv_has_one_row_per_run_with_the_cell_and_the_costs(lowres_root: Path, tmp_path: Path) -> None:
     runs, written = aggregate([lowres_root], tmp_path / "lowres")
-    assert {p.name for p in written} == {"runs.csv", "tables.md", "score_vs_n.png"}
+    assert {p.name for p in written} == {"runs.csv", "paired.csv", "tables.md", "score_vs_n.png"}
     rows = _rows(tmp_path / "lowres" / "runs.csv")
     assert len(rows) == sum(map(len, SCORES.values())) + 2
     assert sorted(r["status"] for r in rows if r["status"] != "complete") == ["failed", "incomplete"]
@@ -166,6 +172,29 @@ def test_tables_mean_std_per_cell_claims_and_missing_runs(lowres_root: Path, tmp
     # 35 complete runs, one reused (no cost): 34 x 100 s
     assert f"- cpu, 1 thread per run: {34 * WALL / 3600:.2f} h over 34 runs" in tables
     assert "out of memory" in tables.split("## Failed runs\n", 1)[1]
+
+
+def test_paired_csv_and_cost_table_pair_each_run_with_plain_on_its_seed(lowres_root: Path, tmp_path: Path) -> None:
+    aggregate([lowres_root], tmp_path / "lowres")
+    rows = _rows(tmp_path / "lowres" / "paired.csv")
+    # every complete ehft/mvcr run has its plain seed: 2 strategies x 2 N x 2 selections x 3 seeds, less the incomplete one
+    assert len(rows) == 2 * 2 * 2 * 3 - 1 and {r["strategy"] for r in rows} == {"ehft", "mvcr"}
+    [row] = [r for r in rows if (r["N"], r["selection"], r["strategy"], r["seed"]) == ("100", "whole model", "ehft", "0")]
+    assert (float(row["best_delta"]), float(row["last_delta"])) == (pytest.approx(5.0), pytest.approx(5.0))
+    assert (float(row["train_flops_ratio"]), float(row["train_time_ratio"])) == (pytest.approx(1.0), pytest.approx(1.0))
+    mvcr = [r for r in rows if (r["N"], r["selection"], r["strategy"]) == ("100", "whole model", "mvcr")]
+    assert [float(r["best_delta"]) for r in mvcr] == pytest.approx([-1.0, -2.0, -2.0])
+    assert [float(r["last_delta"]) for r in mvcr] == pytest.approx([-5.0, -6.0, -6.0])
+    assert [float(r["train_time_ratio"]) for r in mvcr] == pytest.approx([MVCR_TIME, MVCR_TIME, 3 * MVCR_TIME])
+    assert [float(r["train_flops_ratio"]) for r in mvcr] == pytest.approx([MVCR_FLOPS] * 3)
+
+    cost = _section((tmp_path / "lowres" / "tables.md").read_text(), "MVCR")
+    # the median ignores the slow seed's tripled time; the window's N=500 cell pairs two seeds
+    assert _table_row(cost, "rte", "100")[2:] == ["1.50× / 2.00× (3)", "1.50× / 2.00× (3)"]
+    assert _table_row(cost, "rte", "500")[3] == "1.50× / 2.00× (2)"
+    assert _table_row(cost, "range over cells", "every N")[2] == "1.50–1.50× / 2.00–2.00×"
+    assert _table_row(_section((tmp_path / "lowres" / "tables.md").read_text(), "EH-FT (BitFit-trained head)"),
+                      "rte", "500")[2] == "1.00× / 1.00× (3)"
 
 
 def test_cli_report_lowres_and_notes_refused(lowres_root: Path, tmp_path: Path, capsys) -> None:

@@ -1,7 +1,7 @@
 """Run dirs -> runs.csv, summary.md, figures (and robustness.md/.png) under results/<study>.
 
     python -m hsv_exp.results multirun/2025-01-01 outputs/ --out results/<study> [--notes FILE]
-    python -m hsv_exp.results multirun/lowres --out results/lowres --report lowres   # runs.csv, tables.md, score_vs_n.png
+    python -m hsv_exp.results multirun/lowres --out results/lowres --report lowres   # runs.csv, paired.csv, tables.md, score_vs_n.png
     python -m hsv_exp.results multirun/pilot --out results/pilot --report pilot      # runs.csv, curves.md, curves.png
 """
 
@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(the study's findings, citing the generated tables)")
     parser.add_argument("--report", choices=("study", "lowres", "pilot"), default="study",
                         help="study: the GLUE study's summary.md, claims and figures (default); lowres: the low-resource "
-                        "study's tables.md (per task, N and condition, and its claims) and score_vs_n.png; pilot: "
+                        "study's paired.csv (each run against plain on its seed), tables.md (per task, N and condition, its claims "
+                        "and costs) and score_vs_n.png; pilot: "
                         "the learned study's pilot, curves.md (dev score per epoch and lr, per task) and curves.png")
     args = parser.parse_args(argv)
     if args.report != "study" and args.notes:

@@ -16,14 +16,20 @@ from hsv_exp.results.runs import Condition, Run, conditions, head_layer_of, main
 from hsv_exp.results.tables import TOLERANCES, mean_std
 
 
-def _by_seed(condition: Condition, which: str) -> dict:
-    return {run.info.get("seed"): run.info[which][main_key(run.info)] for run in condition.runs}
+def paired_runs(a: Condition, b: Condition) -> list[tuple[Run, Run]]:
+    """(a's run, b's run) for each seed both conditions have, in seed order: the pairing of every claim."""
+    ra, rb = ({run.info.get("seed"): run for run in c.runs} for c in (a, b))
+    return [(ra[seed], rb[seed]) for seed in sorted(set(ra) & set(rb), key=str)]
+
+
+def score(run: Run, which: str = "best") -> float:
+    """The run's main dev metric ×100 at the best or the last epoch."""
+    return 100 * run.info[which][main_key(run.info)]
 
 
 def paired_delta(a: Condition, b: Condition, which: str = "best") -> tuple[list[float], int, int]:
     """(a - b per shared seed, a wins, b wins), scores x100 at the best or the last epoch."""
-    sa, sb = _by_seed(a, which), _by_seed(b, which)
-    deltas = [100 * (sa[seed] - sb[seed]) for seed in sorted(set(sa) & set(sb), key=str)]
+    deltas = [score(ra, which) - score(rb, which) for ra, rb in paired_runs(a, b)]
     return deltas, sum(d > 0 for d in deltas), sum(d < 0 for d in deltas)
 
 

@@ -1,27 +1,27 @@
-"""The low-resource study (sweeps/lowres.yaml, issue 11): run dirs -> runs.csv, tables.md, score_vs_n.png.
+"""The low-resource study (sweeps/lowres.yaml, issue 11): run dirs -> runs.csv, paired.csv, tables.md, score_vs_n.png.
 
 A cell is (task, model, tuning, N, selection, strategy) pooled over seeds: N = task.max_train_examples,
 selection = the whole model or the window (select, rule, k), strategy = how the head starts and what
 regularizes training (plain, ehft, lpft, mvcr, ehft+mvcr, from head_init= and regularizer=). The
-claims are paired differences against the plain strategy of the same (task, N, selection), by seed.
+claims are paired differences against the plain strategy of the same (task, N, selection), by seed;
+paired.csv holds each pair (the score differences and the cost ratios), tables.md their means and medians.
 summary.md (the findings) is written by hand from tables.md; this module never writes it.
 """
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Iterable
+from typing import Iterable
 
 import yaml
 
-from hsv_exp.atomic import write_atomic, write_figure, write_text
-from hsv_exp.results.claims import delta_cell, layers_label, paired_delta
+from hsv_exp.atomic import write_csv, write_figure, write_text
+from hsv_exp.results.claims import delta_cell, layers_label, paired_delta, paired_runs, score
 from hsv_exp.results.plots import grid
 from hsv_exp.results.outputs import read_runs, write_outputs
 from hsv_exp.results.runs import Condition, Run, condition_notes, main_key
@@ -38,6 +38,8 @@ CLAIMS = (("ehft", "EH-FT (BitFit-trained head) − plain fine-tuning (random he
 CSV_COLUMNS = ["status", "task", "model", "tuning", "N", "num_train_examples", "seed", "selection", "strategy",
                "head_layer", "window", "epochs", "main_metric", "best_epoch", "best_main", "last_main", "train_flops",
                "train_flops_fraction", "train_time_s", "train_wall_s", "reused_from", "error", "run_dir"]
+PAIRED_COLUMNS = ["task", "model", "tuning", "N", "selection", "strategy", "seed", "best_delta", "last_delta",
+                  "train_flops_ratio", "train_time_ratio"]
 
 
 @dataclass(frozen=True, order=True)
@@ -130,15 +132,6 @@ def csv_row(run: Run) -> dict:
                    train_time_s=compute.get("train_time_s"), train_wall_s=compute.get("train_wall_s"),
                    reused_from=info.get("reused_from"))
     return row
-
-
-def write_csv(runs: list[Run], path: Path) -> None:
-    def write(f: IO) -> None:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, restval="")
-        writer.writeheader()
-        writer.writerows({key: "" if value is None else value for key, value in csv_row(run).items()} for run in runs)
-
-    write_atomic(path, write)
 
 
 # ---------------------------------------------------------------- cells
@@ -236,6 +229,80 @@ def claim_tables(found: dict[Cell, Condition]) -> list[str]:
     return lines
 
 
+def pairs(found: dict[Cell, Condition]) -> Iterable[tuple[Cell, Run, Run]]:
+    """(cell, its run, the plain run of the same task, N, selection and seed) for every non-plain run that has one."""
+    for cell, condition in found.items():
+        base = found.get(replace(cell, strategy=BASELINE))
+        if cell.strategy != BASELINE and base is not None:
+            for ours, plain in paired_runs(condition, base):
+                yield cell, ours, plain
+
+
+def _ratio(ours: float | None, plain: float | None) -> float | None:
+    return ours / plain if ours and plain else None
+
+
+def cost_ratios(ours: Run, plain: Run) -> tuple[float | None, float | None]:
+    """(training FLOPs, optimizer time) of a run over its plain pair's."""
+    return (_ratio(train_flops(ours.info), train_flops(plain.info)),
+            _ratio(ours.info["compute"].get("train_time_s"), plain.info["compute"].get("train_time_s")))
+
+
+def pair_row(cell: Cell, ours: Run, plain: Run) -> dict:
+    flops_ratio, time_ratio = cost_ratios(ours, plain)
+    return dict(task=cell.task, model=cell.model, tuning=cell.tuning, N=n_label(cell.n), selection=cell.selection,
+                strategy=cell.strategy, seed=ours.info.get("seed"),
+                best_delta=score(ours, "best") - score(plain, "best"), last_delta=score(ours, "last") - score(plain, "last"),
+                train_flops_ratio=flops_ratio, train_time_ratio=time_ratio)
+
+
+def cost_tables(found: dict[Cell, Condition]) -> list[str]:
+    """Per strategy, (task, N) and selection: the median over seeds of its training FLOPs and optimizer
+    time over plain's on the same seed. A median, as one run slowed by a busy machine would move a mean."""
+    ratios = defaultdict(lambda: ([], []))  # (strategy, task, model, tuning, n, selection) -> (FLOPs, time) ratios
+    for cell, ours, plain in pairs(found):
+        for values, ratio in zip(ratios[cell.strategy, cell.task, cell.model, cell.tuning, cell.n, cell.selection],
+                                 cost_ratios(ours, plain)):
+            if ratio is not None:
+                values.append(ratio)
+    selections = sorted({cell.selection for cell in found}, key=lambda s: (s != WHOLE, s))
+    lines = ["## Cost against plain fine-tuning", "",
+             "Per cell, the median over seeds of the strategy's training FLOPs (both stages, MVCR's autoencoders "
+             "included) and optimizer time (`train_time_s`) over plain fine-tuning's on the same task, N, selection "
+             "and seed: FLOPs× / time× (seeds). A median, since one run slowed by a busy machine would move a mean; "
+             "`paired.csv` has every seed's ratios.", ""]
+    for strategy, title in CLAIMS:
+        groups = sorted({key[1:5] for key in ratios if key[0] == strategy})
+        if not groups:
+            continue
+        medians = defaultdict(lambda: ([], []))  # selection -> (FLOPs medians, time medians) over cells
+        rows = []
+        for task, model, tuning, n in groups:
+            cells_ = [task, n_label(n)]
+            for selection in selections:
+                flops, time = ratios.get((strategy, task, model, tuning, n, selection), ([], []))
+                for column, values in zip(medians[selection], (flops, time)):
+                    if values:
+                        column.append(statistics.median(values))
+                cells_.append(f"{_times(flops)} / {_times(time)} ({max(len(flops), len(time))})" if flops or time else "—")
+            rows.append("| " + " | ".join(cells_) + " |")
+        lines += [f"### {title.split(' − ')[0]}", "", "| task | N | " + " | ".join(selections) + " |",
+                  "|---|---|" + "---|" * len(selections)] + rows
+        lines.append("| range over cells | every N | " + " | ".join(
+            f"{_span(medians[s][0])} / {_span(medians[s][1])}" if medians[s][0] or medians[s][1] else "—"
+            for s in selections) + " |")
+        lines.append("")
+    return lines
+
+
+def _times(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}×" if values else "—"
+
+
+def _span(medians: list[float]) -> str:
+    return f"{min(medians):.2f}–{max(medians):.2f}×" if medians else "—"
+
+
 def _mean_cell(means: list[float], noun: str) -> str:
     return f"{statistics.fmean(means):+.2f} over {len(means)} {noun}{'s' * (len(means) != 1)}" if means else "—"
 
@@ -293,7 +360,7 @@ def tables_markdown(runs: list[Run], command: str) -> str:
              "data loading and the cached scans not included):", ""]
     lines += compute_hours(runs) or ["- no completed runs"]
     lines += ["", "## Scores per task, N and condition", ""] + (score_table(found) if found else ["No completed runs.", ""])
-    lines += claim_tables(found) + missing_lines(runs)
+    lines += claim_tables(found) + cost_tables(found) + missing_lines(runs)
     lines += run_list("Failed runs", [run for run in runs if run.status == "failed"], with_error=True)
     lines += run_list("Incomplete runs", [run for run in runs if run.status == "incomplete"], with_error=False)
     return "\n".join(lines)
@@ -337,12 +404,13 @@ def score_vs_n_figure(found: dict[Cell, Condition]):
 
 
 def aggregate(dirs: Iterable[Path], out: Path, command: str | None = None) -> tuple[list[Run], list[Path]]:
-    """Read every run under `dirs`, write runs.csv, tables.md and score_vs_n.png into `out`."""
+    """Read every run under `dirs`, write runs.csv, paired.csv, tables.md and score_vs_n.png into `out`."""
     runs, out, default_command = read_runs(dirs, out, "lowres")
     command = command or default_command
     found = cells(runs)
     outputs = {
-        "runs.csv": lambda p: write_csv(runs, p),
+        "runs.csv": lambda p: write_csv(p, map(csv_row, runs), CSV_COLUMNS),
+        "paired.csv": lambda p: write_csv(p, (pair_row(*pair) for pair in pairs(found)), PAIRED_COLUMNS),
         "tables.md": lambda p: write_text(p, tables_markdown(runs, command)),
         "score_vs_n.png": (lambda p: write_figure(p, score_vs_n_figure(found))) if found else None,
     }

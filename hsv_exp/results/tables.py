@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import statistics
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from hsv_exp.atomic import write_atomic
+from hsv_exp.atomic import write_csv as write_rows
 from hsv_exp.results.runs import (Condition, Curve, Run, condition_notes, head_layer_of, main_key, mean_curves, mean_scores,
                                  setting_label)
 
@@ -45,14 +44,7 @@ def csv_row(run: Run) -> dict[str, Any]:
 def write_csv(runs: list[Run], path: Path) -> None:
     rows = [csv_row(run) for run in runs]
     dynamic = sorted({key for row in rows for key in row} - set(LEAD_COLUMNS) - set(TAIL_COLUMNS))
-    columns = LEAD_COLUMNS + dynamic + TAIL_COLUMNS
-
-    def write(f: IO) -> None:
-        writer = csv.DictWriter(f, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
-
-    write_atomic(path, write)
+    write_rows(path, rows, LEAD_COLUMNS + dynamic + TAIL_COLUMNS)
 
 
 def mean_std(values: list[float], scale: float = 100.0) -> str:
