@@ -259,10 +259,9 @@ def pair_row(cell: Cell, ours: Run, plain: Run) -> dict:
 def cost_tables(found: dict[Cell, Condition]) -> list[str]:
     """Per strategy, (task, N) and selection: the median over seeds of its training FLOPs and optimizer
     time over plain's on the same seed. A median, as one run slowed by a busy machine would move a mean."""
-    ratios = defaultdict(lambda: ([], []))  # (strategy, task, model, tuning, n, selection) -> (FLOPs, time) ratios
+    ratios = defaultdict(lambda: ([], []))  # cell -> (FLOPs ratios, time ratios), one per paired seed
     for cell, ours, plain in pairs(found):
-        for values, ratio in zip(ratios[cell.strategy, cell.task, cell.model, cell.tuning, cell.n, cell.selection],
-                                 cost_ratios(ours, plain)):
+        for values, ratio in zip(ratios[cell], cost_ratios(ours, plain)):
             if ratio is not None:
                 values.append(ratio)
     selections = sorted({cell.selection for cell in found}, key=lambda s: (s != WHOLE, s))
@@ -272,7 +271,7 @@ def cost_tables(found: dict[Cell, Condition]) -> list[str]:
              "and seed: FLOPs× / time× (seeds). A median, since one run slowed by a busy machine would move a mean; "
              "`paired.csv` has every seed's ratios.", ""]
     for strategy, title in CLAIMS:
-        groups = sorted({key[1:5] for key in ratios if key[0] == strategy})
+        groups = sorted({(c.task, c.model, c.tuning, c.n) for c in ratios if c.strategy == strategy})
         if not groups:
             continue
         medians = defaultdict(lambda: ([], []))  # selection -> (FLOPs medians, time medians) over cells
@@ -280,7 +279,7 @@ def cost_tables(found: dict[Cell, Condition]) -> list[str]:
         for task, model, tuning, n in groups:
             cells_ = [task, n_label(n)]
             for selection in selections:
-                flops, time = ratios.get((strategy, task, model, tuning, n, selection), ([], []))
+                flops, time = ratios.get(Cell(task, model, tuning, n, selection, strategy), ([], []))
                 for column, values in zip(medians[selection], (flops, time)):
                     if values:
                         column.append(statistics.median(values))
