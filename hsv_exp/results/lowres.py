@@ -30,11 +30,11 @@ from hsv_exp.results.tables import fmt, mean_std, run_list
 WHOLE = "whole model"
 BASELINE = "plain"
 STRATEGY_ORDER = ("plain", "ehft", "lpft", "mvcr", "ehft+mvcr")
-# (strategy, the question it answers): each is compared with BASELINE, paired by seed.
-CLAIMS = (("ehft", "EH-FT (BitFit-trained head) − plain fine-tuning (random head)"),
-          ("lpft", "LP-FT (probe-trained head) − plain fine-tuning (random head)"),
-          ("mvcr", "MVCR − plain fine-tuning"),
-          ("ehft+mvcr", "EH-FT + MVCR − plain fine-tuning"))
+# (strategy, its name, what BASELINE stands for beside it): each claim is the strategy − BASELINE, paired by seed.
+CLAIMS = (("ehft", "EH-FT (BitFit-trained head)", "plain fine-tuning (random head)"),
+          ("lpft", "LP-FT (probe-trained head)", "plain fine-tuning (random head)"),
+          ("mvcr", "MVCR", "plain fine-tuning"),
+          ("ehft+mvcr", "EH-FT + MVCR", "plain fine-tuning"))
 CSV_COLUMNS = ["status", "task", "model", "tuning", "N", "num_train_examples", "seed", "selection", "strategy",
                "head_layer", "window", "epochs", "main_metric", "best_epoch", "best_main", "last_main", "train_flops",
                "train_flops_fraction", "train_time_s", "train_wall_s", "reused_from", "error", "run_dir"]
@@ -198,7 +198,7 @@ def claim_tables(found: dict[Cell, Condition]) -> list[str]:
              "evaluation on a small dev set. `mean over tasks` weighs each task equally (the EH-FT authors report "
              "+0.9 on average over their tasks, most on the small ones). \"Where it does not help\" reads the "
              "best-epoch Δ.", ""]
-    for strategy, title in CLAIMS:
+    for strategy, name, against in CLAIMS:
         rows, does_not_help = [], []
         per_n = defaultdict(lambda: defaultdict(list))  # (selection, which) -> N -> per-task mean delta
         overall = defaultdict(list)
@@ -219,7 +219,7 @@ def claim_tables(found: dict[Cell, Condition]) -> list[str]:
             rows.append("| " + " | ".join(cells_) + " |")
         if not rows:
             continue
-        lines += [f"### {title}", "", "| task | N | " + " | ".join(f"Δ {s}, {w} epoch (wins/losses)" for s, w in columns) + " |",
+        lines += [f"### {name} − {against}", "", "| task | N | " + " | ".join(f"Δ {s}, {w} epoch (wins/losses)" for s, w in columns) + " |",
                   "|---|---|" + "---|" * len(columns)] + rows
         for n in sorted({n for by_n in per_n.values() for n in by_n}):
             lines.append(f"| mean over tasks | {n_label(n)} | " + " | ".join(
@@ -270,7 +270,7 @@ def cost_tables(found: dict[Cell, Condition]) -> list[str]:
              "included) and optimizer time (`train_time_s`) over plain fine-tuning's on the same task, N, selection "
              "and seed: FLOPs× / time× (seeds). A median, since one run slowed by a busy machine would move a mean; "
              "`paired.csv` has every seed's ratios.", ""]
-    for strategy, title in CLAIMS:
+    for strategy, name, _ in CLAIMS:
         groups = sorted({(c.task, c.model, c.tuning, c.n) for c in ratios if c.strategy == strategy})
         if not groups:
             continue
@@ -285,7 +285,7 @@ def cost_tables(found: dict[Cell, Condition]) -> list[str]:
                         column.append(statistics.median(values))
                 cells_.append(f"{_times(flops)} / {_times(time)} ({max(len(flops), len(time))})" if flops or time else "—")
             rows.append("| " + " | ".join(cells_) + " |")
-        lines += [f"### {title.split(' − ')[0]}", "", "| task | N | " + " | ".join(selections) + " |",
+        lines += [f"### {name}", "", "| task | N | " + " | ".join(selections) + " |",
                   "|---|---|" + "---|" * len(selections)] + rows
         lines.append("| range over cells | every N | " + " | ".join(
             f"{_span(medians[s][0])} / {_span(medians[s][1])}" if medians[s][0] or medians[s][1] else "—"
