@@ -46,6 +46,9 @@ WALL = 100.0  # train_wall_s of every run but the reused one
 # MVCR's cost against plain: its autoencoders' FLOPs per token and optimizer time (train_time_s), and a
 # seed whose optimizer time a busy machine tripled (the medians in tables.md stay at MVCR_TIME).
 MVCR_FLOPS, MVCR_TIME, SLOW_SEED = 1.5, 2.0, 2
+# One run resumed on another machine in bf16: its time is not comparable with its fp32 plain pair's.
+FP32, BF16_ELSEWHERE = {"dtype": "fp32", "cpu": {"processor": "CPU A"}}, {"dtype": "bf16", "cpu": {"processor": "CPU B"}}
+OTHER_MACHINE = (500, "all", "ehft", 1)
 
 
 def lowres_metrics(n: int, selection: str, strategy: str, seed: int, best: float, *, reused: bool = False) -> dict:
@@ -66,7 +69,8 @@ def lowres_metrics(n: int, selection: str, strategy: str, seed: int, best: float
                 history=[{"epoch": epoch, "train/loss": 0.5, "dev/accuracy": best} for epoch in range(1, EPOCHS[n] + 1)])
     cost = MVCR_FLOPS if mvcr else 1.0
     info["compute"].update(mean_seq_len=MEAN_LEN, train_flops_per_token=cost * PER_TOKEN, train_flops_per_token_cached=cost * PER_TOKEN_CACHED,
-                           train_wall_s=0.0 if reused else WALL, device="cpu")
+                           train_wall_s=0.0 if reused else WALL, device="cpu",
+                           precision=BF16_ELSEWHERE if (n, selection, strategy, seed) == OTHER_MACHINE else FP32)
     if reused:
         info["reused_from"] = "elsewhere"
     return info
@@ -193,6 +197,9 @@ def test_paired_csv_and_cost_table_pair_each_run_with_plain_on_its_seed(lowres_r
     assert _table_row(cost, "rte", "100")[2:] == ["1.50× / 2.00× (3)", "1.50× / 2.00× (3)"]
     assert _table_row(cost, "rte", "500")[3] == "1.50× / 2.00× (2)"
     assert _table_row(cost, "range over cells", "every N")[2] == "1.50–1.50× / 2.00–2.00×"
+    # the run on another machine and precision keeps its FLOPs ratio and loses its time ratio
+    [other] = [r for r in rows if (int(r["N"]), r["selection"], r["strategy"], int(r["seed"])) == (500, "whole model", "ehft", 1)]
+    assert (float(other["train_flops_ratio"]), other["train_time_ratio"]) == (pytest.approx(1.0), "")
     assert _table_row(_section((tmp_path / "lowres" / "tables.md").read_text(), "EH-FT (BitFit-trained head)"),
                       "rte", "500")[2] == "1.00× / 1.00× (3)"
 

@@ -21,6 +21,7 @@ from typing import Iterable
 import yaml
 
 from hsv_exp.atomic import write_csv, write_figure, write_text
+from hsv_exp.precision import machine_label
 from hsv_exp.results.claims import delta_cell, layers_label, paired_delta, paired_runs, score
 from hsv_exp.results.plots import grid
 from hsv_exp.results.outputs import read_runs, write_outputs
@@ -243,9 +244,13 @@ def _ratio(ours: float | None, plain: float | None) -> float | None:
 
 
 def cost_ratios(ours: Run, plain: Run) -> tuple[float | None, float | None]:
-    """(training FLOPs, optimizer time) of a run over its plain pair's."""
+    """(training FLOPs, optimizer time) of a run over its plain pair's. No time ratio where the two ran
+    on different CPU models or precisions (`machine_label`): a resumed sweep may pair a bf16 run with
+    an fp32 one, and their seconds are not comparable."""
+    ours_compute, plain_compute = ours.info["compute"], plain.info["compute"]
+    same_machine = machine_label(ours_compute.get("precision", {})) == machine_label(plain_compute.get("precision", {}))
     return (_ratio(train_flops(ours.info), train_flops(plain.info)),
-            _ratio(ours.info["compute"].get("train_time_s"), plain.info["compute"].get("train_time_s")))
+            _ratio(ours_compute.get("train_time_s"), plain_compute.get("train_time_s")) if same_machine else None)
 
 
 def pair_row(cell: Cell, ours: Run, plain: Run) -> dict:
@@ -269,6 +274,7 @@ def cost_tables(found: dict[Cell, Condition]) -> list[str]:
              "Per cell, the median over seeds of the strategy's training FLOPs (both stages, MVCR's autoencoders "
              "included) and optimizer time (`train_time_s`) over plain fine-tuning's on the same task, N, selection "
              "and seed: FLOPs× / time× (seeds). A median, since one run slowed by a busy machine would move a mean; "
+             "no time ratio pairs runs on different CPU models or precisions; "
              "`paired.csv` has every seed's ratios.", ""]
     for strategy, name, _ in CLAIMS:
         groups = sorted({(c.task, c.model, c.tuning, c.n) for c in ratios if c.strategy == strategy})
